@@ -1,0 +1,1 @@
+"""moegs_bench.experts: placeholder package; see DESIGN.md section 2."""

@@ -1,0 +1,138 @@
+"""The one rasterization call every part of moegs-bench uses (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .._checks import InputError, check_tensor
+from ._projection import project_gaussians
+from ._torch_raster import rasterize_to_pixels
+from .sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
+
+BackendName = Literal["auto", "torch", "gsplat"]
+RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    detail: str
+
+
+def backend_status() -> list[BackendStatus]:
+    """Which rasterizer backends can run on this machine, and why (not)."""
+    from ._gsplat_backend import gsplat_status
+
+    ok, detail = gsplat_status()
+    return [
+        BackendStatus("torch", True, f"pure PyTorch {torch.__version__}, any device"),
+        BackendStatus("gsplat", ok, detail),
+    ]
+
+
+def _validate(means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree):
+    means = check_tensor("means", means, (None, 3))
+    n = means.shape[0]
+    check_tensor("quats", quats, (n, 4))
+    check_tensor("scales", scales, (n, 3))
+    check_tensor("opacities", opacities, (n,))
+    check_tensor("viewmat", viewmat, (4, 4))
+    check_tensor("K", K, (3, 3))
+    if sh_degree is None:
+        check_tensor("colors", colors, (n, None))
+    else:
+        if not 0 <= sh_degree <= MAX_SH_DEGREE:
+            raise InputError(f"sh_degree: expected 0..{MAX_SH_DEGREE}, got {sh_degree}")
+        check_tensor("colors", colors, (n, None, 3))
+        if colors.shape[1] < num_sh_bases(sh_degree):
+            raise InputError(
+                f"colors: SH degree {sh_degree} needs [N, >={num_sh_bases(sh_degree)}, 3] coefficients, "
+                f"got {tuple(colors.shape)}"
+            )
+    if n and bool((scales <= 0).any()):
+        raise InputError(f"scales: {int((scales <= 0).sum())} value(s) <= 0; scales are linear and must be positive")
+    if n and bool(((opacities < 0) | (opacities > 1)).any()):
+        raise InputError("opacities: values must lie in [0, 1] (activated, not logits)")
+    if n and bool((quats.norm(dim=-1) == 0).any()):
+        raise InputError("quats: zero-norm quaternion(s); expected (w, x, y, z) with non-zero norm")
+    if bool(K[0, 0] <= 0) or bool(K[1, 1] <= 0):
+        raise InputError(f"K: focal lengths must be positive, got fx={float(K[0, 0])}, fy={float(K[1, 1])}")
+    for name, v in (("width", width), ("height", height)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise InputError(f"{name}: expected a positive int, got {v!r}")
+    if backgrounds is not None:
+        d = colors.shape[-1]
+        check_tensor("backgrounds", backgrounds, (d,))
+
+
+def rasterize(
+    means: Tensor,  # [N, 3] world
+    quats: Tensor,  # [N, 4] (w, x, y, z), any norm
+    scales: Tensor,  # [N, 3] linear, > 0
+    opacities: Tensor,  # [N] in [0, 1]
+    colors: Tensor,  # [N, D] features, or [N, K, 3] SH coefficients with sh_degree
+    viewmat: Tensor,  # [4, 4] world-to-camera (OpenCV)
+    K: Tensor,  # [3, 3] pixels
+    width: int,
+    height: int,
+    *,
+    backgrounds: Tensor | None = None,  # [D]
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    render_mode: RenderMode = "RGB",
+    backend: BackendName = "auto",
+) -> tuple[Tensor, Tensor, dict]:
+    """Render one camera: ``(render_colors [H, W, D'], render_alphas [H, W, 1], meta)``.
+
+    Semantics of gsplat's ``rasterization(..., rasterize_mode="classic")``. ``render_mode``
+    appends depth ("+D": accumulated, "+ED": expected) or renders depth alone ("D", "ED").
+    ``backend="auto"`` uses gsplat for CUDA tensors and the PyTorch backend otherwise.
+    Differentiable w.r.t. every tensor input.
+    """
+    _validate(means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree)
+    if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
+        raise InputError(f"render_mode: expected RGB, D, ED, RGB+D or RGB+ED, got {render_mode!r}")
+    if backend == "auto":
+        backend = "gsplat" if means.is_cuda else "torch"
+    if backend == "gsplat":
+        from ._gsplat_backend import gsplat_status, rasterize_gsplat
+
+        ok, why = gsplat_status()
+        if not ok or not means.is_cuda:
+            raise InputError(f"backend='gsplat' unavailable: {why if not ok else 'tensors are not on a CUDA device'}")
+        return rasterize_gsplat(
+            means, quats, scales, opacities, colors, viewmat, K, width, height,
+            backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+            sh_degree=sh_degree, render_mode=render_mode,
+        )
+    if backend != "torch":
+        raise InputError(f"backend: expected auto, torch or gsplat, got {backend!r}")
+
+    proj = project_gaussians(
+        means, quats, scales, opacities, viewmat, K, width, height,
+        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+    )
+    if sh_degree is not None:
+        campos = -viewmat[:3, :3].T @ viewmat[:3, 3]  # [3]
+        colors = sh_to_rgb(sh_degree, colors, means - campos)  # [N, 3]
+    bg = backgrounds
+    depth = proj.depths[:, None]
+    if render_mode in ("D", "ED"):
+        colors, bg = depth, None if bg is None else bg.new_zeros(1)
+    elif render_mode in ("RGB+D", "RGB+ED"):
+        colors = torch.cat([colors, depth], dim=-1)
+        bg = None if bg is None else torch.cat([bg, bg.new_zeros(1)])
+    img, alpha = rasterize_to_pixels(
+        proj.means2d, proj.conics, colors, opacities, proj.radii, proj.depths, width, height, bg
+    )
+    if render_mode.endswith("ED"):
+        img = torch.cat([img[..., :-1], img[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
+    meta = {"backend": "torch", "radii": proj.radii, "means2d": proj.means2d, "depths": proj.depths}
+    return img, alpha, meta

@@ -1,0 +1,1 @@
+"""moegs_bench.router: placeholder package; see DESIGN.md section 2."""
