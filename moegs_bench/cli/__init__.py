@@ -1,0 +1,193 @@
+"""The ``moegs-bench`` command line.
+
+Each command lives in its own module (``_info.py``, ``_render_demo.py``) and is imported only
+inside the thin wrapper below, when that command runs: ``moegs-bench --help`` never imports torch.
+"""
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from moegs_bench import __version__
+from moegs_bench.cli._common import print_error, user_errors
+
+__all__ = ["app", "main"]
+
+# The click exceptions module typer uses: recent typer vendors click as ``typer._click``, older
+# typer uses ``click`` itself. ``typer.BadParameter`` lives in whichever it is.
+_click_exc = sys.modules[typer.BadParameter.__module__]
+
+
+class _Group(TyperGroup):
+    """Typer's group, but every usage error is one red ``Error: ...`` line (exit code 2)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exc.ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                # click 8.2+: the message is the help text (typer's rich help has printed already).
+                if exc.format_message().strip():
+                    exc.show()
+                sys.exit(exc.exit_code)
+            # typer >= 0.2x validates with pydantic, whose messages start with "Value error, ".
+            message = exc.format_message().replace(": Value error, ", ": ")
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, _click_exc.UsageError) and ctx is not None:
+                message += f" (see '{ctx.command_path} --help')"
+            print_error(message)
+            sys.exit(exc.exit_code)
+        except (_click_exc.Abort, typer.Abort):
+            print_error("aborted")
+            sys.exit(1)
+        # standalone_mode=False returns the exit code of typer.Exit / --help, or the command's value
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="moegs-bench",
+    cls=_Group,
+    help=(
+        "Benchmark and ablation toolkit for [bold]MoE-GS[/bold] "
+        "(Mixture of Experts for Dynamic Gaussian Splatting)."
+    ),
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"moegs-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the moegs-bench version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Benchmark and ablation toolkit for [bold]MoE-GS[/bold] (Mixture of Experts for Dynamic
+    Gaussian Splatting).
+
+    Run [cyan]moegs-bench COMMAND --help[/cyan] for the options of a command.
+    """
+
+
+@app.command("info")
+def info(
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print machine-readable JSON instead of tables."),
+    ] = False,
+) -> None:
+    """Show versions, torch devices, rasterizer backends and optional extras.
+
+    Nothing is downloaded: an extra whose package or weights are missing is reported as
+    unavailable, with the reason.
+    """
+    from moegs_bench.cli._info import run_info
+
+    with user_errors():
+        run_info(as_json=as_json)
+
+
+class Backend(str, Enum):
+    """Rasterizer backend choices of ``render-demo``."""
+
+    auto = "auto"
+    torch = "torch"
+    gsplat = "gsplat"
+
+
+@app.command("render-demo")
+def render_demo(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder for cam_XX.png and render_demo.json (created if missing).",
+            show_default=False,
+        ),
+    ],
+    gaussians: Annotated[
+        int,
+        typer.Option(
+            "--gaussians", "-n", min=10, max=10_000_000, help="Number of Gaussians in the generated scene."
+        ),
+    ] = 20_000,
+    width: Annotated[int, typer.Option("--width", min=1, max=8192, help="Image width in pixels.")] = 256,
+    height: Annotated[int, typer.Option("--height", min=1, max=8192, help="Image height in pixels.")] = 192,
+    cameras: Annotated[
+        int, typer.Option("--cameras", "-c", min=1, max=99, help="Number of cameras (one PNG each).")
+    ] = 4,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed of the generated scene.")] = 0,
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            "--backend",
+            "-b",
+            case_sensitive=False,
+            help=(
+                "Rasterizer: [b]auto[/b] = gsplat on a CUDA device when usable, else the "
+                "pure-PyTorch backend on CPU; [b]torch[/b] = pure PyTorch on CPU; "
+                "[b]gsplat[/b] = gsplat on CUDA (fails if unusable)."
+            ),
+        ),
+    ] = Backend.auto,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            "-f",
+            help="Write into a non-empty output folder (replaces earlier cam_*.png and render_demo.json).",
+        ),
+    ] = False,
+) -> None:
+    """Render a generated Gaussian scene from a few cameras: a smoke test of the rasterizer.
+
+    Writes [cyan]cam_XX.png[/cyan] (8-bit) and [cyan]render_demo.json[/cyan] (settings, render
+    time per camera, backend, versions) into [cyan]--out[/cyan] and prints a summary table.
+    """
+    from moegs_bench.cli._render_demo import run_render_demo
+
+    with user_errors():
+        run_render_demo(
+            out=out,
+            gaussians=gaussians,
+            width=width,
+            height=height,
+            cameras=cameras,
+            seed=seed,
+            backend=backend.value,
+            force=force,
+        )
+
+
+def main() -> None:
+    """Console-script entry point (``moegs-bench``)."""
+    app(prog_name="moegs-bench")

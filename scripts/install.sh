@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install moegs-bench and its dependencies into the current Python, never replacing its torch.
+#
+#   bash scripts/install.sh          # the package (editable) and its runtime dependencies
+#   bash scripts/install.sh --dev    # ... plus the test tools (pytest, build)
+#
+# Environment:
+#   PYTHON            interpreter to install into (default: python3)
+#   MOEGS_TORCH_SPEC  what to pip-install when torch does not import (default: torch==2.13.0);
+#                     split on spaces, so extra pip arguments may follow the requirement
+#
+# An already importable torch is kept: its exact version is written into a pip constraints file,
+# so no dependency can make pip upgrade or replace it. The script is idempotent.
+set -euo pipefail
+
+usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+dev=0
+for arg in "$@"; do
+    case "$arg" in
+        --dev) dev=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) printf 'install.sh: unknown argument: %s\n\n' "$arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+log() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] ERROR: %s\n' "$*" >&2; exit 1; }
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+py="${PYTHON:-python3}"
+command -v "$py" >/dev/null 2>&1 || die "no Python interpreter '$py' (set PYTHON=/path/to/python)"
+"$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "moegs-bench needs Python >= 3.10; '$py' is $("$py" -V 2>&1)"
+"$py" -m pip --version >/dev/null 2>&1 || die "'$py -m pip' does not work; install pip for this Python first"
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# pip -q, minus the "Location ... is ignored" notes that a find-links/extra-index setup can print
+# for every package; pip's own exit status is kept.
+pip_install() {
+    local rc=0
+    "$py" -m pip install -q "$@" 2>&1 \
+        | { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; } >&2 \
+        || rc=$?
+    return "$rc"
+}
+torch_version() { "$py" -c 'import torch; print(torch.__version__)' 2>/dev/null; }
+
+# 1. torch: keep the one that imports; install the pinned CPU build only where none does.
+if ! torch_before="$(torch_version)"; then
+    read -r -a torch_spec <<<"${MOEGS_TORCH_SPEC:-torch==2.13.0}"
+    log "torch does not import: pip install ${torch_spec[*]}"
+    pip_install "${torch_spec[@]}"
+    torch_before="$(torch_version)" || die "torch still does not import after: pip install ${torch_spec[*]}"
+fi
+log "torch $torch_before ($py) is kept: pinned by a constraints file"
+
+# 2. moegs-bench (editable) with every dependency, under the torch constraint.
+constraints="$(mktemp "${TMPDIR:-/tmp}/moegs-bench-constraints.XXXXXX")"
+trap 'rm -f "$constraints"' EXIT
+printf 'torch==%s\n' "$torch_before" >"$constraints"
+
+target="."
+[[ $dev == 1 ]] && target=".[dev]"
+log "pip install -c <torch==$torch_before> -e '$target'"
+pip_install -c "$constraints" -e "$target"
+
+# 3. Console scripts of pyenv Pythons are reached through shims that need a rehash.
+if command -v pyenv >/dev/null 2>&1; then
+    pyenv rehash || log "warning: 'pyenv rehash' failed; run it by hand if moegs-bench is not found"
+fi
+
+# 4. Checks: torch untouched, the entry point works.
+torch_after="$(torch_version)" || die "torch no longer imports after the install (it was $torch_before)"
+[[ "$torch_after" == "$torch_before" ]] || die "torch changed from $torch_before to $torch_after"
+
+command -v moegs-bench >/dev/null 2>&1 \
+    || die "moegs-bench is installed but not on PATH; add $("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))') to PATH"
+version="$(moegs-bench --version)" || die "'moegs-bench --version' failed"
+log "ok: $version, torch $torch_after"

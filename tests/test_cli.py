@@ -1,0 +1,228 @@
+"""The ``moegs-bench`` command line: help, info, render-demo and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from moegs_bench import __version__
+from moegs_bench.cli import app
+from moegs_bench.cli._common import user_errors
+
+# A tiny scene: a couple of seconds on a 2-core CPU.
+TINY = ["--gaussians", "3000", "--width", "64", "--height", "48", "--cameras", "2", "--backend", "torch"]
+
+# What the console script runs (pyproject: moegs-bench = "moegs_bench.cli:main").
+ENTRY = "import sys; sys.argv[0] = 'moegs-bench'; from moegs_bench.cli import main; main()"
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the entry point in a fresh interpreter, as a user would."""
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------ root
+
+
+def test_console_script_is_registered() -> None:
+    eps = metadata.entry_points(group="console_scripts", name="moegs-bench")
+    assert {ep.value for ep in eps} == {"moegs_bench.cli:main"}
+
+
+def test_help_lists_commands_without_importing_torch() -> None:
+    probe = (
+        "import json, sys\n"
+        "sys.argv = ['moegs-bench', '--help']\n"
+        "from moegs_bench.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'gsplat', 'submitit'))\n"
+        "print('@@' + json.dumps({'code': code, 'heavy': heavy}))\n"
+    )
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    help_text, _, tail = proc.stdout.rpartition("@@")
+    result = json.loads(tail)
+    assert result == {"code": 0, "heavy": []}
+    for command in ("info", "render-demo"):
+        assert command in help_text
+    assert "--version" in help_text
+
+
+def test_no_args_shows_help() -> None:
+    proc = cli()
+    assert "render-demo" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_version() -> None:
+    proc = cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"moegs-bench {__version__}"
+
+
+# ------------------------------------------------------------------------------------------ info
+
+
+def test_info_json_lists_backends_and_extras() -> None:
+    result = CliRunner().invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["versions"]["moegs-bench"] == __version__
+    assert report["versions"]["torch"]
+    assert isinstance(report["devices"]["cuda_available"], bool)
+
+    backends = {b["name"]: b for b in report["backends"]}
+    assert {"torch", "gsplat"} <= set(backends), backends
+    assert backends["torch"]["available"] is True
+    extras = {e["name"]: e for e in report["extras"]}
+    assert set(extras) == {"lpips", "ffmpeg", "submitit", "slurm"}
+    for row in [*backends.values(), *extras.values()]:
+        assert isinstance(row["available"], bool)
+        assert isinstance(row["detail"], str) and row["detail"]
+
+
+def test_info_tables() -> None:
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    for word in ("Versions", "Rasterizer backends", "Optional extras", "lpips", "ffmpeg", "slurm"):
+        assert word in result.stdout
+
+
+# ----------------------------------------------------------------------------------- render-demo
+
+
+def _check_outputs(out: Path, *, cameras: int, width: int, height: int) -> dict:
+    import imageio.v3 as iio
+    import numpy as np
+
+    pngs = sorted(out.glob("cam_*.png"))
+    assert [p.name for p in pngs] == [f"cam_{i:02d}.png" for i in range(cameras)]
+    for png in pngs:
+        img = iio.imread(png)
+        assert img.dtype == np.uint8
+        assert img.shape == (height, width, 3)
+        assert img.std() > 0, f"{png.name} is blank"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    record = json.loads((out / "render_demo.json").read_text())
+    assert record["settings"]["width"] == width and record["settings"]["height"] == height
+    assert record["settings"]["cameras"] == cameras
+    assert [c["file"] for c in record["cameras"]] == [p.name for p in pngs]
+    assert all(c["render_ms"] > 0 and 0 < c["coverage"] <= 1 for c in record["cameras"])
+    assert record["backend"] == "torch"
+    assert record["versions"]["moegs-bench"] == __version__
+    return record
+
+
+def test_render_demo_entry_point(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "demo"  # parent folders are created
+    proc = cli("render-demo", "--out", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    record = _check_outputs(out, cameras=2, width=64, height=48)
+    assert record["scene"]["n_gaussians"] == 3000
+    assert "cam_01.png" in proc.stdout  # the summary table
+
+
+def test_render_demo_refuses_to_clobber(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["render-demo", "--out", str(out), *TINY])
+    assert result.exit_code == 2
+    # result.output: stderr (and the empty stdout) with every click version's CliRunner
+    assert result.output.strip().startswith("Error: ") and "--force" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+    result = runner.invoke(app, ["render-demo", "--out", str(out), *TINY, "--force"])
+    assert result.exit_code == 0, result.output
+    _check_outputs(out, cameras=2, width=64, height=48)
+    assert (out / "notes.txt").read_text() == "mine"
+
+    # A finished run is not overwritten either; --force replaces its images.
+    assert runner.invoke(app, ["render-demo", "--out", str(out), *TINY]).exit_code == 2
+    tiny1 = [*TINY[:-4], "--cameras", "1", "--backend", "torch"]
+    result = runner.invoke(app, ["render-demo", "--out", str(out), *tiny1, "--force"])
+    assert result.exit_code == 0, result.output
+    _check_outputs(out, cameras=1, width=64, height=48)
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--gaussians", "-5"], ["--gaussians"]),
+        (["--gaussians", "many"], ["--gaussians"]),
+        (["--backend", "nope"], ["--backend"]),
+        (["--width", "0"], ["--width"]),
+        (["--cameras", "0"], ["--cameras"]),
+        (["--bogus"], ["--bogus"]),
+    ],
+)
+def test_render_demo_bad_options(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    out = tmp_path / "demo"
+    assert_one_line_error(cli("render-demo", "--out", str(out), *args), *needles)
+    assert not out.exists()
+
+
+def test_render_demo_missing_out_and_unknown_command() -> None:
+    assert_one_line_error(cli("render-demo"), "--out")
+    assert_one_line_error(cli("no-such-command"), "no-such-command")
+
+
+def test_render_demo_unwritable_out(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert_one_line_error(cli("render-demo", "--out", str(blocker)), "not a folder")
+    assert_one_line_error(cli("render-demo", "--out", str(blocker / "sub")), "cannot write")
+
+
+def test_render_demo_gsplat_without_cuda(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    out = tmp_path / "a" / "b"
+    assert_one_line_error(cli("render-demo", "--out", str(out), "--backend", "gsplat"), "gsplat")
+    assert not (tmp_path / "a").exists(), "a failed run left folders behind"
+
+
+def test_input_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from moegs_bench._checks import InputError
+
+    with pytest.raises(typer.Exit) as info, user_errors():
+        raise InputError("means: expected shape [*, 3],\ngot (4, 2)")
+    assert info.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err == "Error: means: expected shape [*, 3], got (4, 2)\n"
+
+
+def test_other_exceptions_are_not_swallowed() -> None:
+    with pytest.raises(RuntimeError), user_errors():
+        raise RuntimeError("a bug, not a user error")
