@@ -26,7 +26,9 @@ from torch import Tensor
 
 from ._projection import ALPHA_THRESHOLD
 
-BAND_BUDGET = 1 << 21  # candidate fragments per band
+BAND_BUDGET = 1 << 21  # candidate fragments per row band
+CLASS_BUDGET = 1 << 19  # candidates evaluated at once (larger temporaries churn glibc mmap)
+CHANNEL_CHUNK = 4  # channels per gather in the backward pass
 T_STOP = 1e-4
 _LOG_T_STOP = math.log(T_STOP)
 
@@ -84,49 +86,77 @@ def _bands(y0: Tensor, y1: Tensor, bw: Tensor, height: int, width: int) -> list[
     return bands
 
 
+def _size_class(n: Tensor) -> Tensor:
+    """Round box sides up to a short ladder (1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...)."""
+    n = n.clamp(min=1)
+    step = torch.exp2(torch.floor(torch.log2(n.double())) - 2).long().clamp(min=1)
+    return (n + step - 1) // step * step
+
+
 def _fragments(
     params: Tensor,  # [n, 6] (mx, my, a, b, c, opacity) in depth order
     x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,  # [n] int64 inclusive pixel boxes
     row0: int, rows: int, width: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Fragments of one band with alpha >= 1/255: (rank, pixel in band, alpha), rank-major."""
+    """Fragments of one band with alpha >= 1/255: (depth rank, pixel in band, alpha), unordered.
+
+    Gaussians are grouped by (rounded) box size; each group is evaluated densely on its boxes by
+    broadcasting, so no per-fragment gathers are needed.
+    """
+    dev, dt = params.device, params.dtype
     by0 = y0.clamp(min=row0)
-    by1 = y1.clamp(max=row0 + rows - 1)
     bw = (x1 - x0 + 1).clamp(min=0)
-    bh = (by1 - by0 + 1).clamp(min=0)
-    rank = torch.nonzero((bw * bh) > 0).squeeze(1)  # [m]
-    bw, bh, bx0, by0 = bw[rank], bh[rank], x0[rank], by0[rank]
-    counts = bw * bh
-    total = int(counts.sum())
-    if total == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=params.device)
-        return empty, empty, torch.zeros(0, device=params.device)
-    first = torch.cumsum(counts, 0) - counts
-    seg = torch.repeat_interleave(torch.arange(rank.numel(), device=params.device), counts)
-    local = torch.arange(total, device=params.device) - first.index_select(0, seg)
-    w_seg = bw.index_select(0, seg)
-    dv = torch.div(local, w_seg, rounding_mode="floor")
-    u = bx0.index_select(0, seg) + (local - dv * w_seg)
-    v = by0.index_select(0, seg) + dv
-    g = rank.index_select(0, seg)
-    p = params.index_select(0, g)  # [c, 6]
-    dx = p[:, 0] - (u.to(p.dtype) + 0.5)
-    dy = p[:, 1] - (v.to(p.dtype) + 0.5)
-    sigma = 0.5 * (p[:, 2] * dx * dx + p[:, 4] * dy * dy) + p[:, 3] * dx * dy
-    alpha = torch.clamp_max(p[:, 5] * torch.exp(-sigma), 0.999)
-    keep = torch.nonzero((sigma >= 0) & (alpha >= ALPHA_THRESHOLD)).squeeze(1)
-    pix = (v.index_select(0, keep) - row0) * width + u.index_select(0, keep)
-    return g.index_select(0, keep), pix, alpha.index_select(0, keep)
+    bh = (y1.clamp(max=row0 + rows - 1) - by0 + 1).clamp(min=0)
+    ranks = torch.nonzero((bw * bh) > 0).squeeze(1)  # [m]
+    if ranks.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return empty, empty, torch.zeros(0, dtype=dt, device=dev)
+    cw, ch = _size_class(bw[ranks]), _size_class(bh[ranks])
+    stride = int(cw.max()) + 1
+    key = ch * stride + cw
+    key_order = torch.sort(key, stable=True).indices
+    by_class = ranks.index_select(0, key_order)
+    keys, counts = torch.unique_consecutive(key.index_select(0, key_order), return_counts=True)
+    out_rank, out_pix, out_alpha = [], [], []
+    start = 0
+    for k, m_all in zip(keys.tolist(), counts.tolist()):
+        wc, hc = k % stride, k // stride
+        chunk = max(1, CLASS_BUDGET // (wc * hc))
+        for c0 in range(start, start + m_all, chunk):
+            r = by_class[c0 : min(c0 + chunk, start + m_all)]  # [m] depth ranks
+            p = params.index_select(0, r)
+            gx0, gy0 = x0.index_select(0, r), by0.index_select(0, r)
+            ex = (p[:, 0] - gx0.to(dt) - 0.5)[:, None, None]  # [m, 1, 1]
+            ey = (p[:, 1] - gy0.to(dt) - 0.5)[:, None, None]
+            dx = ex - torch.arange(wc, device=dev, dtype=dt)[None, None, :]  # [m, 1, wc]
+            dy = ey - torch.arange(hc, device=dev, dtype=dt)[None, :, None]  # [m, hc, 1]
+            sigma = (0.5 * p[:, 2, None, None]) * dx * dx + (0.5 * p[:, 4, None, None]) * dy * dy
+            sigma = sigma + p[:, 3, None, None] * dx * dy  # [m, hc, wc]
+            alpha = torch.clamp_max(p[:, 5, None, None] * torch.exp(-sigma), 0.999)
+            keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+            keep &= torch.arange(wc, device=dev)[None, None, :] < bw.index_select(0, r)[:, None, None]
+            keep &= torch.arange(hc, device=dev)[None, :, None] < bh.index_select(0, r)[:, None, None]
+            flat = torch.nonzero(keep.view(-1)).squeeze(1)
+            gi = torch.div(flat, wc * hc, rounding_mode="floor")
+            cell = flat - gi * (wc * hc)
+            iy = torch.div(cell, wc, rounding_mode="floor")
+            base = (gy0 - row0) * width + gx0  # [m] pixel of the box corner
+            out_rank.append(r.index_select(0, gi))
+            out_pix.append(base.index_select(0, gi) + iy * width + (cell - iy * wc))
+            out_alpha.append(alpha.view(-1).index_select(0, flat))
+        start += m_all
+    return torch.cat(out_rank), torch.cat(out_pix), torch.cat(out_alpha)
 
 
-def _composite(rank: Tensor, pix: Tensor, alpha: Tensor, n_pix: int):
-    """Sort fragments by pixel (stable, so depth order holds inside a pixel), apply the
-    transmittance stop and return the contributors with their transmittance, plus the final
-    transmittance of every pixel."""
+def _composite(rank: Tensor, pix: Tensor, alpha: Tensor, n_rank: int, n_pix: int):
+    """Order fragments by pixel, then depth (two stable radix passes), apply the transmittance
+    stop and return the contributors with their transmittance, plus every pixel's final
+    transmittance."""
     t_final = torch.ones(n_pix, dtype=alpha.dtype, device=alpha.device)
     if pix.numel() == 0:
         return rank, pix, alpha, alpha, t_final
-    perm = _stable_argsort(pix, n_pix)
+    by_rank = _stable_argsort(rank, n_rank)
+    perm = by_rank.index_select(0, _stable_argsort(pix.index_select(0, by_rank), n_pix))
     rank, pix, alpha = rank.index_select(0, perm), pix.index_select(0, perm), alpha.index_select(0, perm)
     log1m = torch.log1p(-alpha.double())  # [P]
     cs_excl = torch.cumsum(log1m, 0) - log1m
@@ -163,7 +193,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         for row0, rows in _bands(y0, y1, (x1 - x0 + 1).clamp(min=0), height, width):
             n_pix = rows * width
             rank, pix, alpha = _fragments(params, x0, x1, y0, y1, row0, rows, width)
-            rank, pix, alpha, trans, tf = _composite(rank, pix, alpha, n_pix)
+            rank, pix, alpha, trans, tf = _composite(rank, pix, alpha, n, n_pix)
             crow = _crow(pix, n_pix)
             w = alpha * trans
             sl = slice(row0 * width, (row0 + rows) * width)
@@ -189,46 +219,42 @@ class _RasterizeToPixels(torch.autograd.Function):
         dev, dt = params.device, params.dtype
         v_c = v_colors_img.reshape(-1, D).to(dt)  # [HW, D]
         v_a = v_alphas_img.reshape(-1).to(dt)  # [HW]
-        # d/d alpha of T_final * (bg . dC) - T_final * dA, per pixel (sign folded below)
+        # terms of dL/dalpha that come through the final transmittance (alpha output, background)
         tail = t_final * (v_a - (v_c @ bg if ctx.has_bg else 0.0))  # [HW]
-        v_rank = torch.zeros(n, 6, dtype=dt, device=dev)  # d mean2d(2), conic(3), opacity(1)
-        v_col_rank = torch.zeros(n, D, dtype=dt, device=dev)
+        sums = torch.zeros(n, D + 6, dtype=dt, device=dev)  # per depth rank: sum_p of _frag_terms
         for b in ctx.bands:
             P = b.rank.numel()
             if P == 0:
                 continue
             sl = slice(b.row0 * width, (b.row0 + b.rows) * width)
-            n_pix = b.rows * width
             vc_band = v_c[sl]  # [n_pix, D]
-            w = b.alpha * b.trans
-            wg = w.index_select(0, b.g_cols)
-            v_col_rank += _csr(b.g_rows, b.pix.index_select(0, b.g_cols), wg, (n, n_pix)) @ vc_band
-            q = (col_sorted.index_select(0, b.rank) * vc_band.index_select(0, b.pix)).sum(1)  # [P]
+            w = b.alpha * b.trans  # [P]
+            gaussian_major = _csr(b.g_rows, b.g_cols, torch.ones(P, dtype=dt, device=dev), (n, P))
+            q = torch.zeros(P, dtype=dt, device=dev)  # colour . dL/dC per fragment
+            for c0 in range(0, D, CHANNEL_CHUNK):
+                c1 = min(D, c0 + CHANNEL_CHUNK)
+                vc_frag = vc_band[:, c0:c1].index_select(0, b.pix)  # [P, c]
+                q += (col_sorted[:, c0:c1].index_select(0, b.rank) * vc_frag).sum(1)
+                sums[:, c0:c1] += gaussian_major @ (w[:, None] * vc_frag)
             cs = torch.cumsum((w * q).double(), 0)
             last = b.crow[1:].index_select(0, b.pix) - 1  # last fragment of the same pixel
             behind = (cs.index_select(0, last) - cs).to(dt)  # sum of w q behind each fragment
             v_alpha = b.trans * q + (tail[sl].index_select(0, b.pix) - behind) / (1.0 - b.alpha)
-            p = params.index_select(0, b.rank)
+            s = b.alpha * v_alpha * (b.alpha < 0.999)  # no gradient through the 0.999 clamp
             u = (b.pix % width).to(dt) + 0.5
             v = torch.div(b.pix, width, rounding_mode="floor").to(dt) + (b.row0 + 0.5)
-            dx, dy = p[:, 0] - u, p[:, 1] - v
-            sigma = 0.5 * (p[:, 2] * dx * dx + p[:, 4] * dy * dy) + p[:, 3] * dx * dy
-            g_exp = torch.exp(-sigma)
-            free = (p[:, 5] * g_exp <= 0.999).to(dt)  # no gradient through the 0.999 clamp
-            v_sigma = -b.alpha * v_alpha * free
-            v_frag = torch.stack(
-                [
-                    v_sigma * (p[:, 2] * dx + p[:, 3] * dy),
-                    v_sigma * (p[:, 3] * dx + p[:, 4] * dy),
-                    0.5 * v_sigma * dx * dx,
-                    v_sigma * dx * dy,
-                    0.5 * v_sigma * dy * dy,
-                    g_exp * v_alpha * free,
-                ],
-                1,
-            )  # [P, 6]
-            ones = torch.ones(P, dtype=dt, device=dev)
-            v_rank += _csr(b.g_rows, b.g_cols, ones, (n, P)) @ v_frag
+            dx = params[:, 0].index_select(0, b.rank) - u
+            dy = params[:, 1].index_select(0, b.rank) - v
+            sdx, sdy = s * dx, s * dy
+            terms = torch.stack([s, sdx, sdy, sdx * dx, sdx * dy, sdy * dy], 1)  # [P, 6]
+            sums[:, D:] += gaussian_major @ terms
+        # dL/dsigma = -s per fragment; sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2, dx = mx - px
+        S, Sx, Sy, Sxx, Sxy, Syy = sums[:, D:].unbind(1)
+        a, b_, c = params[:, 2], params[:, 3], params[:, 4]
+        v_rank = torch.stack(
+            [-(a * Sx + b_ * Sy), -(b_ * Sx + c * Sy), -0.5 * Sxx, -Sxy, -0.5 * Syy, S / params[:, 5]], 1
+        )  # [n, 6] d mean2d, d conic, d opacity (alpha = o exp(-sigma) => d alpha / d o = alpha / o)
+        v_col_rank = sums[:, :D]
         need = ctx.needs_input_grad
         size = ctx.num_gaussians
 
