@@ -1,22 +1,22 @@
-"""Sparse, differentiable alpha compositing of projected Gaussians (pure PyTorch).
+"""Differentiable alpha compositing of projected Gaussians in pure PyTorch (tile-dense).
 
 Semantics are gsplat's ``rasterize_to_pixels`` (classic 3DGS): pixel (u, v) is sampled at
 (u + 0.5, v + 0.5); ``alpha = min(0.999, o * exp(-sigma))``; fragments with ``sigma < 0`` or
-``alpha < 1/255`` are skipped; front-to-back by depth; a pixel stops *before* the Gaussian that
+``alpha < 1/255`` are skipped; front to back by depth; a pixel stops *before* the Gaussian that
 would bring its transmittance to ``<= 1e-4``.
 
-Instead of a per-pixel loop, the image is cut into row bands. In each band every visible
-Gaussian lists the pixels of its screen box (a tight bound: outside it ``alpha < 1/255`` for any
-opacity <= 1), the fragments that pass the alpha test are kept, stably sorted by pixel (the list
-is already in depth order), and composited with per-pixel prefix sums of ``log(1 - alpha)`` in
-float64. Colours and gradients are sparse matrix products. Memory grows with the number of
-fragments (pixel, Gaussian pairs), never with N x H x W; each band holds at most about
-``BAND_BUDGET`` candidate fragments.
+The image is cut into ``TILE x TILE`` tiles. Each Gaussian is listed in the tiles its screen box
+touches (the box of gsplat 1.5.3 is tight: outside it ``alpha < 1/255`` for any opacity <= 1), the
+(tile, Gaussian) pairs are sorted by tile and depth like gsplat's, and tiles are evaluated in
+chunks as dense ``[tiles, Gaussians, TILE, TILE]`` blocks: depth order is the block's second axis,
+so transmittance is a ``cumprod`` and colours a batched matmul. Offsets to pixel centres are
+separable (``dx`` per column, ``dy`` per row), which keeps the per-element work to a few fused ops.
+The backward pass recomputes each chunk (as gsplat's kernels do) and keeps nothing per pixel-Gaussian
+pair: memory is O(N + pairs of (tile, Gaussian) + H*W) plus one chunk of about ``CHUNK`` elements.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -26,246 +26,225 @@ from torch import Tensor
 
 from ._projection import ALPHA_THRESHOLD
 
-BAND_BUDGET = 1 << 21  # candidate fragments per row band
-CLASS_BUDGET = 1 << 19  # candidates evaluated at once (larger temporaries churn glibc mmap)
-CHANNEL_CHUNK = 4  # channels per gather in the backward pass
+TILE = 4  # pixels per tile side
+CHUNK = 1 << 18  # elements of one dense [tiles, Gaussians, TILE * TILE] block
 T_STOP = 1e-4
-_LOG_T_STOP = math.log(T_STOP)
 
 
-@dataclass
-class _Band:
-    """Contributing fragments of one row band, pixel-major (and depth order within a pixel)."""
-
-    row0: int
-    rows: int
-    rank: Tensor  # [P] int64 depth rank of the fragment's Gaussian
-    pix: Tensor  # [P] int64 pixel index inside the band (row-major)
-    alpha: Tensor  # [P] float32
-    trans: Tensor  # [P] float32 transmittance in front of the fragment
-    crow: Tensor  # [rows*W + 1] int64 CSR row pointer (pixel-major)
-    g_rows: Tensor  # [n + 1] int64 CSR row pointer of the Gaussian-major view
-    g_cols: Tensor  # [P] int64 pixel-major position of each fragment, Gaussian-major order
-
-
-def _stable_argsort(keys: Tensor, max_key: int) -> Tensor:
-    """Stable argsort of small non-negative integer keys (numpy radix sort for 16-bit keys)."""
-    if keys.device.type == "cpu" and max_key < (1 << 16):
+def _stable_argsort(keys: Tensor, n_keys: int) -> Tensor:
+    """Stable argsort of integer keys in [0, n_keys) (numpy's radix sort for 16-bit keys)."""
+    if keys.device.type == "cpu" and n_keys <= (1 << 16):
         order = np.argsort(keys.numpy().astype(np.uint16), kind="stable")
         return torch.from_numpy(order.astype(np.int64))
     return torch.sort(keys, stable=True).indices
 
 
-def _csr(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, val, size=shape, check_invariants=False)
+@dataclass
+class _Tiles:
+    """(tile, Gaussian) pairs grouped by tile, depth order inside a tile; busiest tiles first."""
+
+    tiles_x: int
+    tiles_y: int
+    tile_ids: Tensor  # [T] non-empty tiles, by decreasing number of Gaussians
+    starts: Tensor  # [T] offset of each tile's run in `ranks`
+    counts: Tensor  # [T] Gaussians per tile
+    ranks: Tensor  # [M] depth rank of the Gaussian of each pair
+    chunks: list[tuple[int, int, int]]  # (first tile, end tile, padded Gaussians per tile)
 
 
-def _crow(keys: Tensor, n: int) -> Tensor:
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=keys.device)
-    torch.cumsum(torch.bincount(keys, minlength=n), 0, out=crow[1:])
-    return crow
+def _intersect(params: Tensor, radii: Tensor, width: int, height: int) -> _Tiles:
+    """List the tiles touched by the pixel box of each Gaussian (``params`` in depth order)."""
+    dev = params.device
+    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    r = radii.to(params.dtype)
+    mx, my = params[:, 0], params[:, 1]
+    # inclusive pixel boxes |u + 0.5 - mx| <= rx, clipped to the image, then in tiles
+    tx0 = torch.ceil(mx - r[:, 0] - 0.5).clamp(min=0).long() // TILE
+    tx1 = torch.floor(mx + r[:, 0] - 0.5).clamp(max=width - 1).long()
+    ty0 = torch.ceil(my - r[:, 1] - 0.5).clamp(min=0).long() // TILE
+    ty1 = torch.floor(my + r[:, 1] - 0.5).clamp(max=height - 1).long()
+    nx = torch.where(tx1 >= 0, tx1 // TILE - tx0 + 1, 0).clamp(min=0)
+    ny = torch.where(ty1 >= 0, ty1 // TILE - ty0 + 1, 0).clamp(min=0)
+    per_gauss = nx * ny  # [n]
+    total = int(per_gauss.sum())
+    rank = torch.repeat_interleave(torch.arange(len(per_gauss), device=dev), per_gauss)  # [M]
+    local = torch.arange(total, device=dev) - (torch.cumsum(per_gauss, 0) - per_gauss).index_select(0, rank)
+    nx_r = nx.index_select(0, rank)
+    row = torch.div(local, nx_r, rounding_mode="floor")
+    tile = (ty0.index_select(0, rank) + row) * tiles_x + tx0.index_select(0, rank) + (local - row * nx_r)
+    by_tile = _stable_argsort(tile, tiles_x * tiles_y)  # depth order kept inside a tile
+    ranks = rank.index_select(0, by_tile)
+    counts_all = torch.bincount(tile, minlength=tiles_x * tiles_y)
+    starts_all = torch.cumsum(counts_all, 0) - counts_all
+    tile_ids = torch.nonzero(counts_all).squeeze(1)
+    tile_ids = tile_ids[torch.sort(counts_all[tile_ids], descending=True, stable=True).indices]
+    counts = counts_all[tile_ids]
+    chunks, i, n_tiles = [], 0, len(tile_ids)
+    counts_list = counts.tolist()
+    while i < n_tiles:
+        g = counts_list[i]
+        j = min(n_tiles, i + max(1, CHUNK // (g * TILE * TILE)))
+        chunks.append((i, j, g))
+        i = j
+    return _Tiles(tiles_x, tiles_y, tile_ids, starts_all[tile_ids], counts, ranks, chunks)
 
 
-def _bands(y0: Tensor, y1: Tensor, bw: Tensor, height: int, width: int) -> list[tuple[int, int]]:
-    """Split rows into bands of about BAND_BUDGET candidates and at most 65536 pixels."""
-    diff = torch.zeros(height + 1, dtype=torch.int64, device=bw.device)
-    valid = y1 >= y0
-    diff.index_add_(0, y0[valid], bw[valid])
-    diff.index_add_(0, y1[valid] + 1, -bw[valid])
-    per_row = torch.cumsum(diff[:height], 0).tolist()
-    max_rows = max(1, (1 << 16) // width)
-    bands, start, acc = [], 0, 0
-    for r, n in enumerate(per_row):
-        if r > start and (acc + n > BAND_BUDGET or r - start >= max_rows):
-            bands.append((start, r - start))
-            start, acc = r, 0
-        acc += n
-    bands.append((start, height - start))
-    return bands
+@dataclass
+class _Block:
+    """One chunk of tiles evaluated densely; G = padded Gaussians per tile, P = TILE * TILE."""
+
+    tile_ids: Tensor  # [T]
+    rank: Tensor  # [T, G] depth rank (0 on padding)
+    valid: Tensor  # [T, G] False on padding
+    dx: Tensor  # [T, G, TILE] mean2d.x - pixel centre x, per column
+    dy: Tensor  # [T, G, TILE] mean2d.y - pixel centre y, per row
+    alpha: Tensor  # [T, G, P] 0 where skipped
+    trans: Tensor  # [T, G, P] transmittance in front, 0 after the stop
+    t_final: Tensor  # [T, P]
 
 
-def _size_class(n: Tensor) -> Tensor:
-    """Round box sides up to a short ladder (1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...)."""
-    n = n.clamp(min=1)
-    step = torch.exp2(torch.floor(torch.log2(n.double())) - 2).long().clamp(min=1)
-    return (n + step - 1) // step * step
-
-
-def _fragments(
-    params: Tensor,  # [n, 6] (mx, my, a, b, c, opacity) in depth order
-    x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor,  # [n] int64 inclusive pixel boxes
-    row0: int, rows: int, width: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Fragments of one band with alpha >= 1/255: (depth rank, pixel in band, alpha), unordered.
-
-    Gaussians are grouped by (rounded) box size; each group is evaluated densely on its boxes by
-    broadcasting, so no per-fragment gathers are needed.
-    """
+def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, final: bool = True) -> _Block:
     dev, dt = params.device, params.dtype
-    by0 = y0.clamp(min=row0)
-    bw = (x1 - x0 + 1).clamp(min=0)
-    bh = (y1.clamp(max=row0 + rows - 1) - by0 + 1).clamp(min=0)
-    ranks = torch.nonzero((bw * bh) > 0).squeeze(1)  # [m]
-    if ranks.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        return empty, empty, torch.zeros(0, dtype=dt, device=dev)
-    cw, ch = _size_class(bw[ranks]), _size_class(bh[ranks])
-    stride = int(cw.max()) + 1
-    key = ch * stride + cw
-    key_order = torch.sort(key, stable=True).indices
-    by_class = ranks.index_select(0, key_order)
-    keys, counts = torch.unique_consecutive(key.index_select(0, key_order), return_counts=True)
-    out_rank, out_pix, out_alpha = [], [], []
-    start = 0
-    for k, m_all in zip(keys.tolist(), counts.tolist()):
-        wc, hc = k % stride, k // stride
-        chunk = max(1, CLASS_BUDGET // (wc * hc))
-        for c0 in range(start, start + m_all, chunk):
-            r = by_class[c0 : min(c0 + chunk, start + m_all)]  # [m] depth ranks
-            p = params.index_select(0, r)
-            gx0, gy0 = x0.index_select(0, r), by0.index_select(0, r)
-            ex = (p[:, 0] - gx0.to(dt) - 0.5)[:, None, None]  # [m, 1, 1]
-            ey = (p[:, 1] - gy0.to(dt) - 0.5)[:, None, None]
-            dx = ex - torch.arange(wc, device=dev, dtype=dt)[None, None, :]  # [m, 1, wc]
-            dy = ey - torch.arange(hc, device=dev, dtype=dt)[None, :, None]  # [m, hc, 1]
-            sigma = (0.5 * p[:, 2, None, None]) * dx * dx + (0.5 * p[:, 4, None, None]) * dy * dy
-            sigma = sigma + p[:, 3, None, None] * dx * dy  # [m, hc, wc]
-            alpha = torch.clamp_max(p[:, 5, None, None] * torch.exp(-sigma), 0.999)
-            keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-            keep &= torch.arange(wc, device=dev)[None, None, :] < bw.index_select(0, r)[:, None, None]
-            keep &= torch.arange(hc, device=dev)[None, :, None] < bh.index_select(0, r)[:, None, None]
-            flat = torch.nonzero(keep.view(-1)).squeeze(1)
-            gi = torch.div(flat, wc * hc, rounding_mode="floor")
-            cell = flat - gi * (wc * hc)
-            iy = torch.div(cell, wc, rounding_mode="floor")
-            base = (gy0 - row0) * width + gx0  # [m] pixel of the box corner
-            out_rank.append(r.index_select(0, gi))
-            out_pix.append(base.index_select(0, gi) + iy * width + (cell - iy * wc))
-            out_alpha.append(alpha.view(-1).index_select(0, flat))
-        start += m_all
-    return torch.cat(out_rank), torch.cat(out_pix), torch.cat(out_alpha)
+    tid = tiles.tile_ids[i0:i1]  # [T]
+    ar = torch.arange(g, device=dev)
+    valid = ar < tiles.counts[i0:i1, None]  # [T, G]
+    pos = torch.where(valid, tiles.starts[i0:i1, None] + ar, 0)
+    rank = tiles.ranks.index_select(0, pos.view(-1)).view(pos.shape)  # [T, G]
+    p = params.index_select(0, rank.view(-1)).view(*rank.shape, 6)  # [T, G, 6]
+    opac = p[..., 5] * valid  # padding gets opacity 0, hence alpha 0
+    pix = torch.arange(TILE, device=dev, dtype=dt) + 0.5
+    x0 = ((tid % tiles.tiles_x) * TILE).to(dt)[:, None, None]
+    y0 = (torch.div(tid, tiles.tiles_x, rounding_mode="floor") * TILE).to(dt)[:, None, None]
+    dx = p[..., 0, None] - x0 - pix  # [T, G, TILE]
+    dy = p[..., 1, None] - y0 - pix  # [T, G, TILE]
+    sigma = ((0.5 * p[..., 2, None]) * dx * dx)[..., None, :] + ((0.5 * p[..., 4, None]) * dy * dy)[..., :, None]
+    sigma.addcmul_((p[..., 3, None] * dx)[..., None, :], dy[..., :, None])  # [T, G, TILE, TILE]
+    keep = sigma >= 0
+    alpha = torch.exp(sigma.neg_(), out=sigma).mul_(opac[..., None, None])  # reuses sigma
+    keep &= alpha >= ALPHA_THRESHOLD
+    alpha = alpha.clamp_max_(0.999).mul_(keep).view(*rank.shape, TILE * TILE)  # [T, G, P]
+    t_incl = torch.cumprod(1.0 - alpha, dim=1)
+    live = t_incl > T_STOP  # a prefix along G: the stop is exclusive, as in gsplat
+    trans = torch.cat([torch.ones_like(t_incl[:, :1]), t_incl[:, :-1]], 1).mul_(live)
+    t_final = torch.where(live, t_incl, 1.0).amin(1) if final else t_incl[:, 0]  # [T, P]
+    return _Block(tid, rank, valid, dx, dy, alpha, trans, t_final)
 
 
-def _composite(rank: Tensor, pix: Tensor, alpha: Tensor, n_rank: int, n_pix: int):
-    """Order fragments by pixel, then depth (two stable radix passes), apply the transmittance
-    stop and return the contributors with their transmittance, plus every pixel's final
-    transmittance."""
-    t_final = torch.ones(n_pix, dtype=alpha.dtype, device=alpha.device)
-    if pix.numel() == 0:
-        return rank, pix, alpha, alpha, t_final
-    by_rank = _stable_argsort(rank, n_rank)
-    perm = by_rank.index_select(0, _stable_argsort(pix.index_select(0, by_rank), n_pix))
-    rank, pix, alpha = rank.index_select(0, perm), pix.index_select(0, perm), alpha.index_select(0, perm)
-    log1m = torch.log1p(-alpha.double())  # [P]
-    cs_excl = torch.cumsum(log1m, 0) - log1m
-    first = _crow(pix, n_pix)[:-1].index_select(0, pix)  # [P] first fragment of the same pixel
-    log_t = cs_excl - cs_excl.index_select(0, first)  # log transmittance in front, [P]
-    keep = torch.nonzero(log_t + log1m > _LOG_T_STOP).squeeze(1)  # exclusive stop, as gsplat
-    rank, pix, alpha = rank.index_select(0, keep), pix.index_select(0, keep), alpha.index_select(0, keep)
-    log_t, log1m = log_t.index_select(0, keep), log1m.index_select(0, keep)
-    log_tf = torch.zeros(n_pix, dtype=torch.float64, device=pix.device).index_add_(0, pix, log1m)
-    return rank, pix, alpha, torch.exp(log_t).to(alpha.dtype), torch.exp(log_tf).to(alpha.dtype)
+def _to_tiles(img: Tensor, tiles: _Tiles) -> Tensor:
+    """[H, W, C] image -> [n_tiles, P, C], zero padded at the right and bottom borders."""
+    H, W, C = img.shape
+    pad = img.new_zeros(tiles.tiles_y * TILE, tiles.tiles_x * TILE, C)
+    pad[:H, :W] = img
+    return pad.view(tiles.tiles_y, TILE, tiles.tiles_x, TILE, C).permute(0, 2, 1, 3, 4).reshape(-1, TILE * TILE, C)
+
+
+def _from_tiles(t: Tensor, tiles: _Tiles, width: int, height: int) -> Tensor:
+    """Inverse of ``_to_tiles``."""
+    C = t.shape[-1]
+    img = t.view(tiles.tiles_y, tiles.tiles_x, TILE, TILE, C).permute(0, 2, 1, 3, 4)
+    return img.reshape(tiles.tiles_y * TILE, tiles.tiles_x * TILE, C)[:height, :width]
 
 
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, radii, depths, width, height):
         dev, dt = colors.device, colors.dtype
-        D = colors.shape[1]
         visible = torch.nonzero((radii > 0).all(-1)).squeeze(1)
         order = visible[torch.sort(depths.detach()[visible], stable=True).indices]  # [n]
-        n = order.numel()
         params = torch.cat(
             [means2d.detach()[order], conics.detach()[order], opacities.detach()[order, None]], 1
-        ).to(dt)  # [n, 6]
-        r = radii[order].to(dt)
-        mx, my = params[:, 0], params[:, 1]
-        x0 = torch.ceil(mx - r[:, 0] - 0.5).clamp(min=0).long()
-        x1 = torch.floor(mx + r[:, 0] - 0.5).clamp(max=width - 1).long()
-        y0 = torch.ceil(my - r[:, 1] - 0.5).clamp(min=0).long()
-        y1 = torch.floor(my + r[:, 1] - 0.5).clamp(max=height - 1).long()
-        out = torch.zeros(height * width, D, dtype=dt, device=dev)
-        t_final = torch.ones(height * width, dtype=dt, device=dev)
+        ).to(dt)  # [n, 6] (mx, my, a, b, c, o) by depth rank
         col_sorted = colors.detach()[order]  # [n, D]
-        bands: list[_Band] = []
-        for row0, rows in _bands(y0, y1, (x1 - x0 + 1).clamp(min=0), height, width):
-            n_pix = rows * width
-            rank, pix, alpha = _fragments(params, x0, x1, y0, y1, row0, rows, width)
-            rank, pix, alpha, trans, tf = _composite(rank, pix, alpha, n, n_pix)
-            crow = _crow(pix, n_pix)
-            w = alpha * trans
-            sl = slice(row0 * width, (row0 + rows) * width)
-            if rank.numel():
-                out[sl] = _csr(crow, rank, w, (n_pix, n)) @ col_sorted
-            t_final[sl] = tf
-            if any(ctx.needs_input_grad[:5]):
-                g_perm = _stable_argsort(rank, n) if rank.numel() else rank
-                bands.append(_Band(row0, rows, rank, pix, alpha, trans, crow, _crow(rank, n), g_perm))
+        tiles = _intersect(params, radii[order], width, height)
+        n_tiles, P, D = tiles.tiles_x * tiles.tiles_y, TILE * TILE, colors.shape[1]
+        out = torch.zeros(n_tiles, P, D, dtype=dt, device=dev)
+        t_final = torch.ones(n_tiles, P, dtype=dt, device=dev)
+        for i0, i1, g in tiles.chunks:
+            b = _block(params, tiles, i0, i1, g)
+            col = col_sorted.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D)  # [T, G, D]
+            out[b.tile_ids] = torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D]
+            t_final[b.tile_ids] = b.t_final
         if backgrounds is not None:
-            out = out + t_final[:, None] * backgrounds.detach()[None, :]
-        ctx.bands, ctx.order, ctx.width, ctx.height = bands, order, width, height
-        ctx.has_bg, ctx.num_gaussians = backgrounds is not None, means2d.shape[0]
-        ctx.save_for_backward(params, col_sorted, t_final, backgrounds if backgrounds is not None else t_final.new_zeros(0))
-        alphas = 1.0 - t_final
-        return out.view(height, width, D), alphas.view(height, width, 1)
+            out = out + t_final[..., None] * backgrounds.detach()
+        ctx.tiles, ctx.order, ctx.size = tiles, order, (width, height, means2d.shape[0])
+        ctx.has_bg = backgrounds is not None
+        ctx.save_for_backward(params, col_sorted, t_final, backgrounds if ctx.has_bg else t_final.new_zeros(0))
+        img = _from_tiles(out, tiles, width, height)
+        alphas = _from_tiles(1.0 - t_final[..., None], tiles, width, height)
+        return img.contiguous(), alphas.contiguous()
 
     @staticmethod
-    def backward(ctx, v_colors_img, v_alphas_img):
+    def backward(ctx, v_img, v_alphas):
         params, col_sorted, t_final, bg = ctx.saved_tensors
-        order, width = ctx.order, ctx.width
+        tiles, order = ctx.tiles, ctx.order
+        width, height, size = ctx.size
         n, D = col_sorted.shape
-        dev, dt = params.device, params.dtype
-        v_c = v_colors_img.reshape(-1, D).to(dt)  # [HW, D]
-        v_a = v_alphas_img.reshape(-1).to(dt)  # [HW]
-        # terms of dL/dalpha that come through the final transmittance (alpha output, background)
-        tail = t_final * (v_a - (v_c @ bg if ctx.has_bg else 0.0))  # [HW]
-        sums = torch.zeros(n, D + 6, dtype=dt, device=dev)  # per depth rank: sum_p of _frag_terms
-        for b in ctx.bands:
-            P = b.rank.numel()
-            if P == 0:
-                continue
-            sl = slice(b.row0 * width, (b.row0 + b.rows) * width)
-            vc_band = v_c[sl]  # [n_pix, D]
-            w = b.alpha * b.trans  # [P]
-            gaussian_major = _csr(b.g_rows, b.g_cols, torch.ones(P, dtype=dt, device=dev), (n, P))
-            q = torch.zeros(P, dtype=dt, device=dev)  # colour . dL/dC per fragment
-            for c0 in range(0, D, CHANNEL_CHUNK):
-                c1 = min(D, c0 + CHANNEL_CHUNK)
-                vc_frag = vc_band[:, c0:c1].index_select(0, b.pix)  # [P, c]
-                q += (col_sorted[:, c0:c1].index_select(0, b.rank) * vc_frag).sum(1)
-                sums[:, c0:c1] += gaussian_major @ (w[:, None] * vc_frag)
-            cs = torch.cumsum((w * q).double(), 0)
-            last = b.crow[1:].index_select(0, b.pix) - 1  # last fragment of the same pixel
-            behind = (cs.index_select(0, last) - cs).to(dt)  # sum of w q behind each fragment
-            v_alpha = b.trans * q + (tail[sl].index_select(0, b.pix) - behind) / (1.0 - b.alpha)
-            s = b.alpha * v_alpha * (b.alpha < 0.999)  # no gradient through the 0.999 clamp
-            u = (b.pix % width).to(dt) + 0.5
-            v = torch.div(b.pix, width, rounding_mode="floor").to(dt) + (b.row0 + 0.5)
-            dx = params[:, 0].index_select(0, b.rank) - u
-            dy = params[:, 1].index_select(0, b.rank) - v
-            sdx, sdy = s * dx, s * dy
-            terms = torch.stack([s, sdx, sdy, sdx * dx, sdx * dy, sdy * dy], 1)  # [P, 6]
-            sums[:, D:] += gaussian_major @ terms
-        # dL/dsigma = -s per fragment; sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2, dx = mx - px
+        dt = params.dtype
+        v_c = _to_tiles(v_img.to(dt), tiles)  # [n_tiles, P, D]
+        v_a = _to_tiles(v_alphas.to(dt), tiles)[..., 0]  # [n_tiles, P]
+        # dL/dalpha through the final transmittance (alpha output and background)
+        tail = t_final * (v_a - (v_c @ bg if ctx.has_bg else 0.0))  # [n_tiles, P]
+        # per (tile, Gaussian) pair: d colour (D), then sums of s, s dx, s dy, s dx^2, s dx dy, s dy^2
+        per_pair = params.new_zeros(len(tiles.ranks) + 1, D + 6)  # last row absorbs padding
+        xy = torch.arange(TILE, dtype=dt, device=params.device) + 0.5
+        yy, xx = torch.meshgrid(xy, xy, indexing="ij")
+        xx, yy = xx.reshape(-1), yy.reshape(-1)  # [P] pixel centres in the tile, row-major
+        moments = torch.stack([torch.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], 1)  # [P, 6]
+        for i0, i1, g in tiles.chunks:
+            b = _block(params, tiles, i0, i1, g, final=False)
+            T = len(b.tile_ids)
+            vc = v_c[b.tile_ids]  # [T, P, D]
+            col = col_sorted.index_select(0, b.rank.view(-1)).view(T, g, D)
+            w = b.alpha * b.trans  # [T, G, P]
+            q = torch.bmm(col, vc.transpose(1, 2))  # [T, G, P] colour . dL/dC
+            cs = torch.cumsum((w * q).double(), 1)
+            behind = (cs[:, -1:] - cs).to(dt)  # sum of w q of the fragments behind
+            v_alpha = b.trans * q + (b.trans > 0) * (tail[b.tile_ids][:, None, :] - behind) / (1.0 - b.alpha)
+            s = b.alpha * v_alpha * (b.alpha < 0.999)  # [T, G, P] = -dL/dsigma
+            # moments of s over the tile's pixel centres (x', y'), shifted to the Gaussian:
+            # sum s dx^k dy^l with dx = ex - x', dy = ey - y' (ex, ey: mean relative to the tile)
+            m = torch.mm(s.view(T * g, TILE * TILE), moments).view(T, g, 6)
+            S, Mx, My, Mxx, Mxy, Myy = m.unbind(-1)
+            ex, ey = b.dx[..., 0] + 0.5, b.dy[..., 0] + 0.5
+            stats = torch.stack(
+                [
+                    S, ex * S - Mx, ey * S - My,
+                    ex * (ex * S - 2 * Mx) + Mxx,
+                    ex * (ey * S - My) - ey * Mx + Mxy,
+                    ey * (ey * S - 2 * My) + Myy,
+                ],
+                -1,
+            )  # [T, G, 6] sums of s, s dx, s dy, s dx^2, s dx dy, s dy^2
+            v_col = torch.bmm(w, vc)  # [T, G, D]
+            pos = torch.where(b.valid, tiles.starts[i0:i1, None] + torch.arange(g, device=b.rank.device), len(tiles.ranks))
+            per_pair.index_copy_(0, pos.view(-1), torch.cat([v_col, stats], -1).view(T * g, D + 6))
+        # sum the pairs of each Gaussian: one sparse product with the rank-major pair list
+        by_rank = _stable_argsort(tiles.ranks, n)
+        crow = torch.zeros(n + 1, dtype=torch.int64, device=params.device)
+        torch.cumsum(torch.bincount(tiles.ranks, minlength=n), 0, out=crow[1:])
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            gather = torch.sparse_csr_tensor(
+                crow, by_rank, torch.ones_like(by_rank, dtype=dt), size=(n, len(tiles.ranks) + 1), check_invariants=False
+            )
+        sums = gather @ per_pair  # [n, D + 6]
+        # sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2 with dx = mx - px;  dL/dsigma = -s
         S, Sx, Sy, Sxx, Sxy, Syy = sums[:, D:].unbind(1)
         a, b_, c = params[:, 2], params[:, 3], params[:, 4]
         v_rank = torch.stack(
             [-(a * Sx + b_ * Sy), -(b_ * Sx + c * Sy), -0.5 * Sxx, -Sxy, -0.5 * Syy, S / params[:, 5]], 1
-        )  # [n, 6] d mean2d, d conic, d opacity (alpha = o exp(-sigma) => d alpha / d o = alpha / o)
-        v_col_rank = sums[:, :D]
+        )  # d mean2d, d conic, d opacity (alpha = o exp(-sigma): d alpha / d o = alpha / o)
+
         need = ctx.needs_input_grad
-        size = ctx.num_gaussians
 
         def scatter(values: Tensor) -> Tensor:  # depth-rank rows -> Gaussian rows
             return values.new_zeros((size,) + values.shape[1:]).index_copy_(0, order, values)
 
         v_means2d = scatter(v_rank[:, :2]) if need[0] else None
         v_conics = scatter(v_rank[:, 2:5]) if need[1] else None
-        v_colors = scatter(v_col_rank) if need[2] else None
+        v_colors = scatter(sums[:, :D]) if need[2] else None
         v_opac = scatter(v_rank[:, 5]) if need[3] else None
-        v_bg = (t_final[:, None] * v_c).sum(0) if need[4] and ctx.has_bg else None
+        v_bg = (t_final[..., None] * v_c).sum((0, 1)) if need[4] and ctx.has_bg else None
         return v_means2d, v_conics, v_colors, v_opac, v_bg, None, None, None, None
 
 
