@@ -77,16 +77,22 @@ def _intersect(params: Tensor, radii: Tensor, width: int, height: int) -> _Tiles
     counts_all = torch.bincount(tile, minlength=tiles_x * tiles_y)
     starts_all = torch.cumsum(counts_all, 0) - counts_all
     tile_ids = torch.nonzero(counts_all).squeeze(1)
-    tile_ids = tile_ids[torch.sort(counts_all[tile_ids], descending=True, stable=True).indices]
-    counts = counts_all[tile_ids]
-    chunks, i, n_tiles = [], 0, len(tile_ids)
+    return _plan(_Tiles(tiles_x, tiles_y, tile_ids, starts_all[tile_ids], counts_all[tile_ids], ranks, []))
+
+
+def _plan(tiles: _Tiles) -> _Tiles:
+    """Drop empty tiles, order the rest by decreasing count and cut them into chunks."""
+    keep = torch.nonzero(tiles.counts).squeeze(1)
+    keep = keep[torch.sort(tiles.counts[keep], descending=True, stable=True).indices]
+    counts = tiles.counts[keep]
+    chunks, i, n_tiles = [], 0, len(keep)
     counts_list = counts.tolist()
     while i < n_tiles:
         g = counts_list[i]
         j = min(n_tiles, i + max(1, CHUNK // (g * TILE * TILE)))
         chunks.append((i, j, g))
         i = j
-    return _Tiles(tiles_x, tiles_y, tile_ids, starts_all[tile_ids], counts, ranks, chunks)
+    return _Tiles(tiles.tiles_x, tiles.tiles_y, tiles.tile_ids[keep], tiles.starts[keep], counts, tiles.ranks, chunks)
 
 
 @dataclass
@@ -101,6 +107,7 @@ class _Block:
     alpha: Tensor  # [T, G, P] 0 where skipped
     trans: Tensor  # [T, G, P] transmittance in front, 0 after the stop
     t_final: Tensor  # [T, P]
+    n_live: Tensor  # [T] Gaussians that still reach some pixel of the tile (a prefix of its list)
 
 
 def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, final: bool = True) -> _Block:
@@ -126,8 +133,12 @@ def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, final: bool 
     t_incl = torch.cumprod(1.0 - alpha, dim=1)
     live = t_incl > T_STOP  # a prefix along G: the stop is exclusive, as in gsplat
     trans = torch.cat([torch.ones_like(t_incl[:, :1]), t_incl[:, :-1]], 1).mul_(live)
-    t_final = torch.where(live, t_incl, 1.0).amin(1) if final else t_incl[:, 0]  # [T, P]
-    return _Block(tid, rank, valid, dx, dy, alpha, trans, t_final)
+    if final:
+        t_final = torch.where(live, t_incl, 1.0).amin(1)  # [T, P]
+        n_live = (live.any(2) & valid).sum(1)  # [T] Gaussians in front of the tile's last stop
+    else:
+        t_final = n_live = t_incl[:, 0]
+    return _Block(tid, rank, valid, dx, dy, alpha, trans, t_final, n_live)
 
 
 def _to_tiles(img: Tensor, tiles: _Tiles) -> Tensor:
@@ -159,13 +170,17 @@ class _RasterizeToPixels(torch.autograd.Function):
         n_tiles, P, D = tiles.tiles_x * tiles.tiles_y, TILE * TILE, colors.shape[1]
         out = torch.zeros(n_tiles, P, D, dtype=dt, device=dev)
         t_final = torch.ones(n_tiles, P, dtype=dt, device=dev)
+        n_live = torch.zeros_like(tiles.counts)
         for i0, i1, g in tiles.chunks:
             b = _block(params, tiles, i0, i1, g)
             col = col_sorted.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D)  # [T, G, D]
             out[b.tile_ids] = torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D]
             t_final[b.tile_ids] = b.t_final
+            n_live[i0:i1] = b.n_live
         if backgrounds is not None:
             out = out + t_final[..., None] * backgrounds.detach()
+        # the backward pass only needs each tile's Gaussians up to its last transmittance stop
+        tiles = _plan(_Tiles(tiles.tiles_x, tiles.tiles_y, tiles.tile_ids, tiles.starts, n_live, tiles.ranks, []))
         ctx.tiles, ctx.order, ctx.size = tiles, order, (width, height, means2d.shape[0])
         ctx.has_bg = backgrounds is not None
         ctx.save_for_backward(params, col_sorted, t_final, backgrounds if ctx.has_bg else t_final.new_zeros(0))
