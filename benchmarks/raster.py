@@ -3,11 +3,16 @@
     python benchmarks/raster.py            # N in {2k, 10k, 50k} x {64, 128, 256}^2 x {3, 3+4} channels
     python benchmarks/raster.py --quick    # one small configuration (CI smoke)
 
-Times are medians over ``--repeats`` runs after ``--warmup`` runs. The scene is a random cloud of
-Gaussians filling the view frustum (a worst case: no occlusion, about 40 fragments per pixel at
-50k / 256^2) or, with ``--scene surface``, Gaussians on the surfaces of a few shapes (like a
-trained model: mostly opaque, occluded layers stop early). Peak RSS is the process high-water mark
-(``ru_maxrss``) after each configuration, so it is monotone over the table.
+Times are medians over ``--repeats`` runs after ``--warmup`` runs; backward is the gradient of
+``img.sum() + alpha.sum()`` w.r.t. all five Gaussian tensors. Scenes (``--scene``, default both):
+
+- ``surface``: Gaussians on three spheres and a back wall, opacities 0.6-1 (like a trained model:
+  occluded layers are cut by the transmittance stop);
+- ``cloud``: a random cloud filling the view (worst case: little occlusion, about 40 fragments
+  per pixel at 50k / 256^2).
+
+Peak RSS is the process high-water mark (``ru_maxrss``) after each row, so it is monotone down
+the table; run one configuration alone (``--only N,RES,C``) to see its own peak.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ def make_scene(n: int, res: int, channels: int, kind: str, seed: int = 0):
         radii = torch.tensor([0.35, 0.3, 0.25, 0.0])
         means = centres[k] + radii[k, None] * d
         wall = k == 3
-        means[wall, :2] = torch.rand(int(wall.sum()), 2, generator=g) * 3 - 1.5
-        area = 4 * math.pi * (radii**2).sum() + 9.0
+        means[wall, :2] = torch.rand(int(wall.sum()), 2, generator=g) * 5.2 - 2.6
+        area = 4 * math.pi * (radii**2).sum() + 5.2**2
         s = math.sqrt(area / n) * 0.6
         scales = s * torch.exp(torch.empty(n, 3).uniform_(-0.4, 0.4, generator=g))
     quats = torch.randn(n, 4, generator=g)
@@ -66,14 +71,15 @@ def bench(n: int, res: int, channels: int, kind: str, warmup: int, repeats: int)
     fwd_ms, bwd_ms = statistics.median(fwd) * 1e3, statistics.median(bwd) * 1e3
     return {
         "N": n, "res": res, "C": channels, "fwd_ms": fwd_ms, "bwd_ms": bwd_ms, "total_ms": fwd_ms + bwd_ms,
-        "coverage": float(alpha.mean()), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "coverage": float(alpha.detach().mean()), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one small configuration, 1 warm-up + 2 runs (CI smoke)")
-    p.add_argument("--scene", choices=["cloud", "surface"], default="cloud")
+    p.add_argument("--scene", choices=["surface", "cloud", "both"], default="both")
+    p.add_argument("--only", default=None, help="one configuration N,RES,C, e.g. 50000,256,7")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -82,17 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.quick:
         configs, args.warmup, args.repeats = [(2000, 64, 3)], 1, 2
+    elif args.only:
+        configs = [tuple(int(v) for v in args.only.split(","))]
     else:
         configs = [(n, r, c) for n in (2000, 10000, 50000) for r in (64, 128, 256) for c in (3, 7)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, scene={args.scene}, "
+    scenes = ["surface", "cloud"] if args.scene == "both" else [args.scene]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} after {args.warmup} warm-up")
-    header = f"{'N':>6} {'res':>5} {'C':>2} {'fwd ms':>8} {'bwd ms':>8} {'total ms':>9} {'alpha':>6} {'peak RSS MB':>12}"
+    header = (f"{'scene':>8} {'N':>6} {'res':>5} {'C':>2} {'fwd ms':>8} {'bwd ms':>8} {'total ms':>9} "
+              f"{'alpha':>6} {'peak RSS MB':>12}")
     print(header)
     print("-" * len(header))
-    for n, r, c in configs:
-        row = bench(n, r, c, args.scene, args.warmup, args.repeats)
-        print(f"{row['N']:>6} {row['res']:>5} {row['C']:>2} {row['fwd_ms']:>8.1f} {row['bwd_ms']:>8.1f} "
-              f"{row['total_ms']:>9.1f} {row['coverage']:>6.2f} {row['peak_rss_mb']:>12.0f}", flush=True)
+    for kind in scenes:
+        for n, r, c in configs:
+            row = bench(n, r, c, kind, args.warmup, args.repeats)
+            print(f"{kind:>8} {row['N']:>6} {row['res']:>5} {row['C']:>2} {row['fwd_ms']:>8.1f} {row['bwd_ms']:>8.1f} "
+                  f"{row['total_ms']:>9.1f} {row['coverage']:>6.2f} {row['peak_rss_mb']:>12.0f}", flush=True)
     return 0
 
 

@@ -104,13 +104,12 @@ class _Block:
     valid: Tensor  # [T, G] False on padding
     dx: Tensor  # [T, G, TILE] mean2d.x - pixel centre x, per column
     dy: Tensor  # [T, G, TILE] mean2d.y - pixel centre y, per row
-    alpha: Tensor  # [T, G, P] 0 where skipped
-    trans: Tensor  # [T, G, P] transmittance in front, 0 after the stop
-    t_final: Tensor  # [T, P]
-    n_live: Tensor  # [T] Gaussians that still reach some pixel of the tile (a prefix of its list)
+    alpha: Tensor  # [T, G, P] 0 where skipped and after the transmittance stop
+    trans: Tensor  # [T, G, P] transmittance in front (meaningless where alpha is 0)
+    n_live: Tensor | None  # [T] Gaussians that still reach some pixel of the tile (a prefix)
 
 
-def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, final: bool = True) -> _Block:
+def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, count_live: bool = False) -> _Block:
     dev, dt = params.device, params.dtype
     tid = tiles.tile_ids[i0:i1]  # [T]
     ar = torch.arange(g, device=dev)
@@ -126,19 +125,16 @@ def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, final: bool 
     dy = p[..., 1, None] - y0 - pix  # [T, G, TILE]
     sigma = ((0.5 * p[..., 2, None]) * dx * dx)[..., None, :] + ((0.5 * p[..., 4, None]) * dy * dy)[..., :, None]
     sigma.addcmul_((p[..., 3, None] * dx)[..., None, :], dy[..., :, None])  # [T, G, TILE, TILE]
-    keep = sigma >= 0
+    # gsplat also skips sigma < 0; the projection's conics are positive definite (eps2d > 0), so
+    # that only happens by rounding at the centre, where either side of zero is as right.
     alpha = torch.exp(sigma.neg_(), out=sigma).mul_(opac[..., None, None])  # reuses sigma
-    keep &= alpha >= ALPHA_THRESHOLD
-    alpha = alpha.clamp_max_(0.999).mul_(keep).view(*rank.shape, TILE * TILE)  # [T, G, P]
-    t_incl = torch.cumprod(1.0 - alpha, dim=1)
+    alpha = alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0).clamp_max_(0.999).view(*rank.shape, TILE * TILE)
+    t_incl = torch.cumprod(1.0 - alpha, dim=1)  # [T, G, P]
     live = t_incl > T_STOP  # a prefix along G: the stop is exclusive, as in gsplat
-    trans = torch.cat([torch.ones_like(t_incl[:, :1]), t_incl[:, :-1]], 1).mul_(live)
-    if final:
-        t_final = torch.where(live, t_incl, 1.0).amin(1)  # [T, P]
-        n_live = (live.any(2) & valid).sum(1)  # [T] Gaussians in front of the tile's last stop
-    else:
-        t_final = n_live = t_incl[:, 0]
-    return _Block(tid, rank, valid, dx, dy, alpha, trans, t_final, n_live)
+    alpha.mul_(live)  # nothing after the stop
+    trans = torch.cat([torch.ones_like(t_incl[:, :1]), t_incl[:, :-1]], 1)
+    n_live = (live.any(2) & valid).sum(1) if count_live else None  # [T]
+    return _Block(tid, rank, valid, dx, dy, alpha, trans, n_live)
 
 
 def _to_tiles(img: Tensor, tiles: _Tiles) -> Tensor:
@@ -171,11 +167,13 @@ class _RasterizeToPixels(torch.autograd.Function):
         out = torch.zeros(n_tiles, P, D, dtype=dt, device=dev)
         t_final = torch.ones(n_tiles, P, dtype=dt, device=dev)
         n_live = torch.zeros_like(tiles.counts)
+        col_one = torch.cat([col_sorted, torch.ones_like(col_sorted[:, :1])], 1)  # [n, D + 1]
         for i0, i1, g in tiles.chunks:
-            b = _block(params, tiles, i0, i1, g)
-            col = col_sorted.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D)  # [T, G, D]
-            out[b.tile_ids] = torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D]
-            t_final[b.tile_ids] = b.t_final
+            b = _block(params, tiles, i0, i1, g, count_live=True)
+            col = col_one.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D + 1)  # [T, G, D + 1]
+            res = torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D + 1]
+            out[b.tile_ids] = res[..., :D]
+            t_final[b.tile_ids] = (1.0 - res[..., D]).clamp_(min=0.0)  # sum of weights = 1 - T
             n_live[i0:i1] = b.n_live
         if backgrounds is not None:
             out = out + t_final[..., None] * backgrounds.detach()
@@ -206,7 +204,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         xx, yy = xx.reshape(-1), yy.reshape(-1)  # [P] pixel centres in the tile, row-major
         moments = torch.stack([torch.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], 1)  # [P, 6]
         for i0, i1, g in tiles.chunks:
-            b = _block(params, tiles, i0, i1, g, final=False)
+            b = _block(params, tiles, i0, i1, g)
             T = len(b.tile_ids)
             vc = v_c[b.tile_ids]  # [T, P, D]
             col = col_sorted.index_select(0, b.rank.view(-1)).view(T, g, D)
@@ -214,8 +212,8 @@ class _RasterizeToPixels(torch.autograd.Function):
             q = torch.bmm(col, vc.transpose(1, 2))  # [T, G, P] colour . dL/dC
             cs = torch.cumsum((w * q).double(), 1)
             behind = (cs[:, -1:] - cs).to(dt)  # sum of w q of the fragments behind
-            v_alpha = b.trans * q + (b.trans > 0) * (tail[b.tile_ids][:, None, :] - behind) / (1.0 - b.alpha)
-            s = b.alpha * v_alpha * (b.alpha < 0.999)  # [T, G, P] = -dL/dsigma
+            v_alpha = b.trans * q + (tail[b.tile_ids][:, None, :] - behind) / (1.0 - b.alpha)
+            s = (b.alpha * v_alpha).masked_fill_(b.alpha >= 0.999, 0.0)  # [T, G, P] = -dL/dsigma
             # moments of s over the tile's pixel centres (x', y'), shifted to the Gaussian:
             # sum s dx^k dy^l with dx = ex - x', dy = ey - y' (ex, ey: mean relative to the tile)
             m = torch.mm(s.view(T * g, TILE * TILE), moments).view(T, g, 6)
