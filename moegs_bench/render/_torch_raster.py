@@ -28,6 +28,7 @@ from ._projection import ALPHA_THRESHOLD
 
 TILE = 4  # pixels per tile side
 CHUNK = 1 << 18  # elements of one dense [tiles, Gaussians, TILE * TILE] block
+SEGMENT = 32  # Gaussians per tile evaluated at once in the forward pass (early exit between)
 T_STOP = 1e-4
 
 
@@ -106,15 +107,22 @@ class _Block:
     dy: Tensor  # [T, G, TILE] mean2d.y - pixel centre y, per row
     alpha: Tensor  # [T, G, P] 0 where skipped and after the transmittance stop
     trans: Tensor  # [T, G, P] transmittance in front (meaningless where alpha is 0)
+    t_out: Tensor  # [T, P] transmittance behind the block, 0 where the pixel has stopped
     n_live: Tensor | None  # [T] Gaussians that still reach some pixel of the tile (a prefix)
 
 
-def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, count_live: bool = False) -> _Block:
+def _block(
+    params: Tensor, tiles: _Tiles, idx: Tensor, g0: int, g: int, t_in: Tensor | None = None, count_live: bool = False
+) -> _Block:
+    """Evaluate Gaussians ``g0 .. g0+g-1`` of the tiles at positions ``idx`` densely.
+
+    ``t_in [T, P]`` is the transmittance in front of Gaussian ``g0`` (1 when None).
+    """
     dev, dt = params.device, params.dtype
-    tid = tiles.tile_ids[i0:i1]  # [T]
-    ar = torch.arange(g, device=dev)
-    valid = ar < tiles.counts[i0:i1, None]  # [T, G]
-    pos = torch.where(valid, tiles.starts[i0:i1, None] + ar, 0)
+    tid = tiles.tile_ids.index_select(0, idx)  # [T]
+    ar = torch.arange(g0, g0 + g, device=dev)
+    valid = ar < tiles.counts.index_select(0, idx)[:, None]  # [T, G]
+    pos = torch.where(valid, tiles.starts.index_select(0, idx)[:, None] + ar, 0)
     rank = tiles.ranks.index_select(0, pos.view(-1)).view(pos.shape)  # [T, G]
     p = params.index_select(0, rank.view(-1)).view(*rank.shape, 6)  # [T, G, 6]
     opac = p[..., 5] * valid  # padding gets opacity 0, hence alpha 0
@@ -130,11 +138,14 @@ def _block(params: Tensor, tiles: _Tiles, i0: int, i1: int, g: int, count_live: 
     alpha = torch.exp(sigma.neg_(), out=sigma).mul_(opac[..., None, None])  # reuses sigma
     alpha = alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0).clamp_max_(0.999).view(*rank.shape, TILE * TILE)
     t_incl = torch.cumprod(1.0 - alpha, dim=1)  # [T, G, P]
+    t_first = torch.ones_like(t_incl[:, :1]) if t_in is None else t_in[:, None, :]
+    if t_in is not None:
+        t_incl.mul_(t_first)
     live = t_incl > T_STOP  # a prefix along G: the stop is exclusive, as in gsplat
     alpha.mul_(live)  # nothing after the stop
-    trans = torch.cat([torch.ones_like(t_incl[:, :1]), t_incl[:, :-1]], 1)
+    trans = torch.cat([t_first, t_incl[:, :-1]], 1)
     n_live = (live.any(2) & valid).sum(1) if count_live else None  # [T]
-    return _Block(tid, rank, valid, dx, dy, alpha, trans, n_live)
+    return _Block(tid, rank, valid, dx, dy, alpha, trans, t_incl[:, -1] * live[:, -1], n_live)
 
 
 def _to_tiles(img: Tensor, tiles: _Tiles) -> Tensor:
@@ -168,13 +179,27 @@ class _RasterizeToPixels(torch.autograd.Function):
         t_final = torch.ones(n_tiles, P, dtype=dt, device=dev)
         n_live = torch.zeros_like(tiles.counts)
         col_one = torch.cat([col_sorted, torch.ones_like(col_sorted[:, :1])], 1)  # [n, D + 1]
-        for i0, i1, g in tiles.chunks:
-            b = _block(params, tiles, i0, i1, g, count_live=True)
-            col = col_one.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D + 1)  # [T, G, D + 1]
-            res = torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D + 1]
-            out[b.tile_ids] = res[..., :D]
-            t_final[b.tile_ids] = (1.0 - res[..., D]).clamp_(min=0.0)  # sum of weights = 1 - T
-            n_live[i0:i1] = b.n_live
+        per_chunk = max(1, CHUNK // (SEGMENT * P))
+        for i0 in range(0, len(tiles.tile_ids), per_chunk):
+            # tiles by decreasing count; walk their lists front to back in segments of SEGMENT
+            # Gaussians and drop a tile once all its pixels stopped or its list ran out
+            idx = torch.arange(i0, min(i0 + per_chunk, len(tiles.tile_ids)), device=dev)
+            acc = torch.zeros(len(idx), P, D + 1, dtype=dt, device=dev)  # colours, sum of weights
+            t_run = torch.ones(len(idx), P, dtype=dt, device=dev)
+            act = torch.arange(len(idx), device=dev)  # rows of idx still active
+            g_max = int(tiles.counts[i0])
+            for g0 in range(0, g_max, SEGMENT):
+                b = _block(params, tiles, idx[act], g0, min(SEGMENT, g_max - g0), t_run[act], count_live=True)
+                col = col_one.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D + 1)  # [T, G, D + 1]
+                acc[act] += torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D + 1]
+                t_run[act] = b.t_out
+                n_live[idx[act]] += b.n_live
+                go_on = (b.t_out > 0).any(1) & (tiles.counts[idx[act]] > g0 + SEGMENT)
+                act = act[go_on]
+                if act.numel() == 0:
+                    break
+            out[tiles.tile_ids[idx]] = acc[..., :D]
+            t_final[tiles.tile_ids[idx]] = (1.0 - acc[..., D]).clamp_(min=0.0)  # sum of weights = 1 - T
         if backgrounds is not None:
             out = out + t_final[..., None] * backgrounds.detach()
         # the backward pass only needs each tile's Gaussians up to its last transmittance stop
@@ -204,7 +229,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         xx, yy = xx.reshape(-1), yy.reshape(-1)  # [P] pixel centres in the tile, row-major
         moments = torch.stack([torch.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], 1)  # [P, 6]
         for i0, i1, g in tiles.chunks:
-            b = _block(params, tiles, i0, i1, g)
+            b = _block(params, tiles, torch.arange(i0, i1, device=params.device), 0, g)
             T = len(b.tile_ids)
             vc = v_c[b.tile_ids]  # [T, P, D]
             col = col_sorted.index_select(0, b.rank.view(-1)).view(T, g, D)

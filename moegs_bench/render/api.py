@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +37,10 @@ def backend_status() -> list[BackendStatus]:
     ]
 
 
-def _validate(means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree):
+def _validate(
+    means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree,
+    near_plane, far_plane, eps2d,
+):
     means = check_tensor("means", means, (None, 3))
     n = means.shape[0]
     check_tensor("quats", quats, (n, 4))
@@ -46,7 +51,7 @@ def _validate(means, quats, scales, opacities, colors, viewmat, K, width, height
     if sh_degree is None:
         check_tensor("colors", colors, (n, None))
     else:
-        if not 0 <= sh_degree <= MAX_SH_DEGREE:
+        if not isinstance(sh_degree, int) or isinstance(sh_degree, bool) or not 0 <= sh_degree <= MAX_SH_DEGREE:
             raise InputError(f"sh_degree: expected 0..{MAX_SH_DEGREE}, got {sh_degree}")
         check_tensor("colors", colors, (n, None, 3))
         if colors.shape[1] < num_sh_bases(sh_degree):
@@ -68,6 +73,20 @@ def _validate(means, quats, scales, opacities, colors, viewmat, K, width, height
     if backgrounds is not None:
         d = colors.shape[-1]
         check_tensor("backgrounds", backgrounds, (d,))
+    geometry = {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "viewmat": viewmat, "K": K}
+    common = Counter(t.dtype for t in geometry.values()).most_common(1)[0][0]
+    for name, t in geometry.items():
+        if t.dtype != common:
+            raise InputError(f"{name}: dtype {t.dtype} differs from the other tensors' {common}; use one floating dtype")
+    for name, v in (("near_plane", near_plane), ("far_plane", far_plane), ("eps2d", eps2d)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise InputError(f"{name}: expected a number, got {v!r}")
+    if not near_plane > 0:
+        raise InputError(f"near_plane: expected > 0, got {near_plane}")
+    if not far_plane > near_plane:
+        raise InputError(f"far_plane: expected > near_plane ({near_plane}), got {far_plane}")
+    if not (eps2d >= 0 and math.isfinite(eps2d)):
+        raise InputError(f"eps2d: expected a finite value >= 0, got {eps2d}")
 
 
 def rasterize(
@@ -96,7 +115,10 @@ def rasterize(
     ``backend="auto"`` uses gsplat for CUDA tensors and the PyTorch backend otherwise.
     Differentiable w.r.t. every tensor input.
     """
-    _validate(means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree)
+    _validate(
+        means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree,
+        near_plane, far_plane, eps2d,
+    )
     if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
         raise InputError(f"render_mode: expected RGB, D, ED, RGB+D or RGB+ED, got {render_mode!r}")
     if backend == "auto":
