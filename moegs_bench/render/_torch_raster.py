@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._projection import ALPHA_THRESHOLD
@@ -29,6 +30,7 @@ from ._projection import ALPHA_THRESHOLD
 TILE = 4  # pixels per tile side
 CHUNK = 1 << 18  # elements of one dense [tiles, Gaussians, TILE * TILE] block
 SEGMENT = 32  # Gaussians per tile evaluated at once in the forward pass (early exit between)
+_TINY = 2.0**-100  # below the spacing of float32 around T_STOP and 0.999, above its smallest normal
 T_STOP = 1e-4
 
 
@@ -103,8 +105,8 @@ class _Block:
     tile_ids: Tensor  # [T]
     rank: Tensor  # [T, G] depth rank (0 on padding)
     valid: Tensor  # [T, G] False on padding
-    dx: Tensor  # [T, G, TILE] mean2d.x - pixel centre x, per column
-    dy: Tensor  # [T, G, TILE] mean2d.y - pixel centre y, per row
+    ex: Tensor  # [T, G] mean2d.x - tile centre x
+    ey: Tensor  # [T, G] mean2d.y - tile centre y
     alpha: Tensor  # [T, G, P] 0 where skipped and after the transmittance stop
     trans: Tensor  # [T, G, P] transmittance in front (meaningless where alpha is 0)
     t_out: Tensor  # [T, P] transmittance behind the block, 0 where the pixel has stopped
@@ -125,27 +127,53 @@ def _block(
     pos = torch.where(valid, tiles.starts.index_select(0, idx)[:, None] + ar, 0)
     rank = tiles.ranks.index_select(0, pos.view(-1)).view(pos.shape)  # [T, G]
     p = params.index_select(0, rank.view(-1)).view(*rank.shape, 6)  # [T, G, 6]
-    opac = p[..., 5] * valid  # padding gets opacity 0, hence alpha 0
-    pix = torch.arange(TILE, device=dev, dtype=dt) + 0.5
-    x0 = ((tid % tiles.tiles_x) * TILE).to(dt)[:, None, None]
-    y0 = (torch.div(tid, tiles.tiles_x, rounding_mode="floor") * TILE).to(dt)[:, None, None]
-    dx = p[..., 0, None] - x0 - pix  # [T, G, TILE]
-    dy = p[..., 1, None] - y0 - pix  # [T, G, TILE]
-    sigma = ((0.5 * p[..., 2, None]) * dx * dx)[..., None, :] + ((0.5 * p[..., 4, None]) * dy * dy)[..., :, None]
-    sigma.addcmul_((p[..., 3, None] * dx)[..., None, :], dy[..., :, None])  # [T, G, TILE, TILE]
+    # offsets to the pixel centres (x', y') are taken from the tile centre, so the quadratic form
+    # sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2 (dx = ex - x', dy = ey - y') expands into six
+    # small coefficients times the monomials of (x', y'): one matmul for the whole block
+    cx = ((tid % tiles.tiles_x) * TILE).to(dt)[:, None] + TILE / 2
+    cy = (torch.div(tid, tiles.tiles_x, rounding_mode="floor") * TILE).to(dt)[:, None] + TILE / 2
+    ex, ey = p[..., 0] - cx, p[..., 1] - cy  # [T, G]
+    a, b_, c = p[..., 2], p[..., 3], p[..., 4]
+    ax_by, bx_cy = a * ex + b_ * ey, b_ * ex + c * ey
+    log_o = torch.log(p[..., 5] * valid)  # padding: log 0 = -inf, alpha 0
+    coef = torch.stack(  # log(o) - sigma = coef . (1, x', y', x'^2, x'y', y'^2)
+        [log_o - 0.5 * (ex * ax_by + ey * bx_cy), ax_by, bx_cy, -0.5 * a, -b_, -0.5 * c], -1
+    )  # [T, G, 6]
+    alpha = torch.exp(torch.mm(coef.view(-1, 6), _monomials(dt, dev).T))  # [T*G, P] = o exp(-sigma)
     # gsplat also skips sigma < 0; the projection's conics are positive definite (eps2d > 0), so
     # that only happens by rounding at the centre, where either side of zero is as right.
-    alpha = torch.exp(sigma.neg_(), out=sigma).mul_(opac[..., None, None])  # reuses sigma
-    alpha = alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0).clamp_max_(0.999).view(*rank.shape, TILE * TILE)
+    # alpha < 1/255 -> 0 (threshold keeps x > the float just below 1/255, i.e. x >= 1/255)
+    alpha = F.threshold_(alpha, _below(ALPHA_THRESHOLD, dt), 0.0).clamp_max_(0.999).view(*rank.shape, TILE * TILE)
     t_incl = torch.cumprod(1.0 - alpha, dim=1)  # [T, G, P]
     t_first = torch.ones_like(t_incl[:, :1]) if t_in is None else t_in[:, None, :]
     if t_in is not None:
         t_incl.mul_(t_first)
-    live = t_incl > T_STOP  # a prefix along G: the stop is exclusive, as in gsplat
+    live = _step(t_incl - T_STOP)  # 1 before the stop (a prefix along G; exclusive, as in gsplat)
     alpha.mul_(live)  # nothing after the stop
     trans = torch.cat([t_first, t_incl[:, :-1]], 1)
-    n_live = (live.any(2) & valid).sum(1) if count_live else None  # [T]
-    return _Block(tid, rank, valid, dx, dy, alpha, trans, t_incl[:, -1] * live[:, -1], n_live)
+    n_live = None
+    if count_live:  # live pairs: the longest live prefix over the tile's pixels, padding excluded
+        n_live = torch.minimum(live.sum(1).amax(1).long(), valid.sum(1))  # [T]
+    return _Block(tid, rank, valid, ex, ey, alpha, trans, t_incl[:, -1] * live[:, -1], n_live)
+
+
+def _monomials(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[P, 6]: (1, x', y', x'^2, x'y', y'^2) of the pixel centres relative to the tile centre."""
+    xy = torch.arange(TILE, dtype=dtype, device=device) + (0.5 - TILE / 2)
+    yy, xx = torch.meshgrid(xy, xy, indexing="ij")
+    xx, yy = xx.reshape(-1), yy.reshape(-1)  # row-major pixels of the tile
+    return torch.stack([torch.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], 1)
+
+
+def _step(x: Tensor) -> Tensor:
+    """1.0 where x > 0 else 0.0, in float arithmetic (bool tensors are slow on CPU)."""
+    return x.clamp_(0.0, _TINY).mul_(1.0 / _TINY)
+
+
+def _below(value: float, dtype: torch.dtype) -> float:
+    """The largest number of ``dtype`` below ``value``."""
+    v = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(v, torch.zeros_like(v)))
 
 
 def _to_tiles(img: Tensor, tiles: _Tiles) -> Tensor:
@@ -224,10 +252,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         tail = t_final * (v_a - (v_c @ bg if ctx.has_bg else 0.0))  # [n_tiles, P]
         # per (tile, Gaussian) pair: d colour (D), then sums of s, s dx, s dy, s dx^2, s dx dy, s dy^2
         per_pair = params.new_zeros(len(tiles.ranks) + 1, D + 6)  # last row absorbs padding
-        xy = torch.arange(TILE, dtype=dt, device=params.device) + 0.5
-        yy, xx = torch.meshgrid(xy, xy, indexing="ij")
-        xx, yy = xx.reshape(-1), yy.reshape(-1)  # [P] pixel centres in the tile, row-major
-        moments = torch.stack([torch.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], 1)  # [P, 6]
+        moments = _monomials(dt, params.device)  # [P, 6]
         for i0, i1, g in tiles.chunks:
             b = _block(params, tiles, torch.arange(i0, i1, device=params.device), 0, g)
             T = len(b.tile_ids)
@@ -235,15 +260,18 @@ class _RasterizeToPixels(torch.autograd.Function):
             col = col_sorted.index_select(0, b.rank.view(-1)).view(T, g, D)
             w = b.alpha * b.trans  # [T, G, P]
             q = torch.bmm(col, vc.transpose(1, 2))  # [T, G, P] colour . dL/dC
-            cs = torch.cumsum((w * q).double(), 1)
-            behind = (cs[:, -1:] - cs).to(dt)  # sum of w q of the fragments behind
-            v_alpha = b.trans * q + (tail[b.tile_ids][:, None, :] - behind) / (1.0 - b.alpha)
-            s = (b.alpha * v_alpha).masked_fill_(b.alpha >= 0.999, 0.0)  # [T, G, P] = -dL/dsigma
+            wq = w * q
+            # sum of w q over the fragments behind, accumulated back to front as in gsplat
+            behind = torch.flip(torch.cumsum(torch.flip(wq[:, 1:], (1,)), 1), (1,))
+            behind = torch.cat([behind, torch.zeros_like(wq[:, :1])], 1)
+            # alpha * dL/dalpha = w q + alpha / (1 - alpha) * (tail - behind); no gradient past the clamp
+            s = (tail[b.tile_ids][:, None, :] - behind).mul_(b.alpha / (1.0 - b.alpha)).add_(wq)
+            s.mul_(_step(0.999 - b.alpha))  # [T, G, P] = -dL/dsigma
             # moments of s over the tile's pixel centres (x', y'), shifted to the Gaussian:
-            # sum s dx^k dy^l with dx = ex - x', dy = ey - y' (ex, ey: mean relative to the tile)
+            # sum s dx^k dy^l with dx = ex - x', dy = ey - y' (ex, ey: mean relative to the tile centre)
             m = torch.mm(s.view(T * g, TILE * TILE), moments).view(T, g, 6)
             S, Mx, My, Mxx, Mxy, Myy = m.unbind(-1)
-            ex, ey = b.dx[..., 0] + 0.5, b.dy[..., 0] + 0.5
+            ex, ey = b.ex, b.ey
             stats = torch.stack(
                 [
                     S, ex * S - Mx, ey * S - My,
