@@ -150,7 +150,9 @@ def _block(
         t_incl.mul_(t_first)
     live = _step(t_incl - T_STOP)  # 1 before the stop (a prefix along G; exclusive, as in gsplat)
     alpha.mul_(live)  # nothing after the stop
-    trans = torch.cat([t_first, t_incl[:, :-1]], 1)
+    trans = torch.empty_like(t_incl)  # exclusive transmittance: t_incl shifted one Gaussian back
+    trans[:, :1] = t_first
+    trans[:, 1:] = t_incl[:, :-1]
     n_live = None
     if count_live:  # live pairs: the longest live prefix over the tile's pixels, padding excluded
         n_live = torch.minimum(live.sum(1).amax(1).long(), valid.sum(1))  # [T]
@@ -262,8 +264,8 @@ class _RasterizeToPixels(torch.autograd.Function):
             q = torch.bmm(col, vc.transpose(1, 2))  # [T, G, P] colour . dL/dC
             wq = w * q
             # sum of w q over the fragments behind, accumulated back to front as in gsplat
-            behind = torch.flip(torch.cumsum(torch.flip(wq[:, 1:], (1,)), 1), (1,))
-            behind = torch.cat([behind, torch.zeros_like(wq[:, :1])], 1)
+            behind = torch.zeros_like(wq)
+            behind[:, :-1] = torch.flip(torch.cumsum(torch.flip(wq[:, 1:], (1,)), 1), (1,))
             # alpha * dL/dalpha = w q + alpha / (1 - alpha) * (tail - behind); no gradient past the clamp
             s = (tail[b.tile_ids][:, None, :] - behind).mul_(b.alpha / (1.0 - b.alpha)).add_(wq)
             s.mul_(_step(0.999 - b.alpha))  # [T, G, P] = -dL/dsigma
