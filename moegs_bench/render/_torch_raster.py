@@ -1,18 +1,20 @@
 """Differentiable alpha compositing of projected Gaussians in pure PyTorch (tile-dense).
 
 Semantics are gsplat's ``rasterize_to_pixels`` (classic 3DGS): pixel (u, v) is sampled at
-(u + 0.5, v + 0.5); ``alpha = min(0.999, o * exp(-sigma))``; fragments with ``sigma < 0`` or
-``alpha < 1/255`` are skipped; front to back by depth; a pixel stops *before* the Gaussian that
-would bring its transmittance to ``<= 1e-4``.
+(u + 0.5, v + 0.5); ``alpha = min(0.999, o * exp(-sigma))``; fragments with ``alpha < 1/255`` are
+skipped; front to back by depth; a pixel stops *before* the Gaussian that would bring its
+transmittance to ``<= 1e-4``.
 
-The image is cut into ``TILE x TILE`` tiles. Each Gaussian is listed in the tiles its screen box
-touches (the box of gsplat 1.5.3 is tight: outside it ``alpha < 1/255`` for any opacity <= 1), the
-(tile, Gaussian) pairs are sorted by tile and depth like gsplat's, and tiles are evaluated in
-chunks as dense ``[tiles, Gaussians, TILE, TILE]`` blocks: depth order is the block's second axis,
-so transmittance is a ``cumprod`` and colours a batched matmul. Offsets to pixel centres are
-separable (``dx`` per column, ``dy`` per row), which keeps the per-element work to a few fused ops.
-The backward pass recomputes each chunk (as gsplat's kernels do) and keeps nothing per pixel-Gaussian
-pair: memory is O(N + pairs of (tile, Gaussian) + H*W) plus one chunk of about ``CHUNK`` elements.
+How: the image is cut into ``TILE x TILE`` tiles. Each Gaussian is listed in the tiles its screen
+box touches (gsplat 1.5.3's opacity-aware box is tight: outside it ``alpha < 1/255``), and the
+(tile, Gaussian) pairs are sorted by tile and depth, as gsplat does. Tiles are then evaluated as
+dense ``[tiles, Gaussians, TILE * TILE]`` blocks, so depth order is an axis: transmittance is a
+``cumprod``, colours a batched matmul, and ``log(o) - sigma`` one matmul of six coefficients per
+pair with the monomials of the tile's pixel offsets. The forward pass walks each tile's list in
+segments and drops a tile once all its pixels have stopped; the backward pass recomputes the
+blocks (as gsplat's kernels do) but only up to each tile's last stop. Nothing is stored per
+(pixel, Gaussian) pair: memory is O(N + (tile, Gaussian) pairs + H * W) plus one block of about
+``CHUNK`` elements.
 """
 
 from __future__ import annotations
@@ -209,6 +211,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         t_final = torch.ones(n_tiles, P, dtype=dt, device=dev)
         n_live = torch.zeros_like(tiles.counts)
         col_one = torch.cat([col_sorted, torch.ones_like(col_sorted[:, :1])], 1)  # [n, D + 1]
+        need_grad = any(ctx.needs_input_grad[:5])
         per_chunk = max(1, CHUNK // (SEGMENT * P))
         for i0 in range(0, len(tiles.tile_ids), per_chunk):
             # tiles by decreasing count; walk their lists front to back in segments of SEGMENT
@@ -219,11 +222,12 @@ class _RasterizeToPixels(torch.autograd.Function):
             act = torch.arange(len(idx), device=dev)  # rows of idx still active
             g_max = int(tiles.counts[i0])
             for g0 in range(0, g_max, SEGMENT):
-                b = _block(params, tiles, idx[act], g0, min(SEGMENT, g_max - g0), t_run[act], count_live=True)
+                b = _block(params, tiles, idx[act], g0, min(SEGMENT, g_max - g0), t_run[act], need_grad)
                 col = col_one.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D + 1)  # [T, G, D + 1]
                 acc[act] += torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D + 1]
                 t_run[act] = b.t_out
-                n_live[idx[act]] += b.n_live
+                if need_grad:
+                    n_live[idx[act]] += b.n_live
                 go_on = (b.t_out > 0).any(1) & (tiles.counts[idx[act]] > g0 + SEGMENT)
                 act = act[go_on]
                 if act.numel() == 0:
