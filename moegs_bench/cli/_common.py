@@ -1,18 +1,15 @@
-"""Shared helpers of the CLI: one-line user errors, versions, atomic writes.
+"""Shared helpers of the CLI: one-line user errors and versions.
 
 Nothing here imports torch: the root ``--help`` and the error printer must stay instant.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -79,26 +76,3 @@ def versions() -> dict[str, str | None]:
     for name in ("gsplat", "numpy", "typer"):
         out[name] = dist_version(name)
     return out
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
-
-    Readers never see a half-written file; on failure the temporary file is removed.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

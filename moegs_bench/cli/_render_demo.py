@@ -6,7 +6,6 @@ The output folder is checked before torch is imported, so mistakes fail fast.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -14,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from moegs_bench.cli._common import UserError, atomic_write, versions
+from moegs_bench.cli._common import UserError, versions
+from moegs_bench.io import atomic_write
 
 RECORD_NAME = "render_demo.json"
 IMAGE_GLOB = "cam_*.png"
