@@ -1,0 +1,71 @@
+"""Datasets: one :class:`Scene` for every format, loaders selected by ``FORMAT:PATH`` or detected.
+
+Formats (each a module of this package with ``detect(root)`` and ``load(root, frame_range=...)``):
+
+- ``n3v``: Neural 3D Video (``poses_bounds.npy`` + ``camXX.mp4``)
+- ``technicolor``: Technicolor light-field rig (per-frame images + calibration)
+- ``dnerf``: D-NeRF (``transforms_{train,val,test}.json`` with ``time``)
+- ``panoptic``: Dynamic 3D Gaussians / CMU Panoptic (``train_meta.json``, ``test_meta.json``, ``ims/``);
+  the embedded synthetic suite is written in this format.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from .scene import DatasetError, Frame, PointCloud, Scene, SceneData
+
+#: format name -> module (imported when used)
+FORMATS: dict[str, str] = {
+    "n3v": "moegs_bench.data.n3v",
+    "technicolor": "moegs_bench.data.technicolor",
+    "dnerf": "moegs_bench.data.dnerf",
+    "panoptic": "moegs_bench.data.panoptic",
+}
+
+__all__ = ["DatasetError", "FORMATS", "Frame", "PointCloud", "Scene", "SceneData", "detect_format", "load_scene"]
+
+
+def _module(fmt: str):
+    return importlib.import_module(FORMATS[fmt])
+
+
+def detect_format(root: Path) -> str:
+    """The format of the dataset folder ``root`` (a DatasetError when none or several match)."""
+    if not root.exists():
+        raise DatasetError(f"{root}: no such file or folder")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: expected a dataset folder, got a file")
+    found = [fmt for fmt in FORMATS if _module(fmt).detect(root)]
+    if len(found) != 1:
+        what = "no known layout" if not found else f"several layouts ({', '.join(found)})"
+        raise DatasetError(
+            f"{root}: {what}; name one as FORMAT:PATH with FORMAT in {', '.join(FORMATS)}"
+        )
+    return found[0]
+
+
+def load_scene(
+    spec: str | Path,
+    *,
+    downscale: int | None = None,
+    frame_range: Sequence[int] | None = None,
+    cache_dir: Path | None = None,
+) -> Scene:
+    """Load ``FORMAT:PATH`` or ``PATH`` (format detected). ``downscale`` defaults to the dataset
+    protocol's (N3V: 2); ``frame_range`` is ``(start, end)`` within the sequence."""
+    text = str(spec)
+    fmt, _, rest = text.partition(":")
+    if rest and fmt in FORMATS:
+        root = Path(rest)
+        if not root.exists():
+            raise DatasetError(f"{root}: no such file or folder")
+    elif rest and len(fmt) > 1 and "/" not in fmt:
+        raise DatasetError(f"{text}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    else:
+        root = Path(text)
+        fmt = detect_format(root)
+    data = _module(fmt).load(root, frame_range=frame_range)
+    return Scene(data, downscale=data.default_downscale if downscale is None else downscale, cache_dir=cache_dir)

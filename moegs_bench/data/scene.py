@@ -1,0 +1,215 @@
+"""One scene abstraction for every dataset format (DESIGN.md sections 3 and 6).
+
+A loader turns a folder into a :class:`SceneData` (cameras, how to read each image, points,
+bounds, background); :class:`Scene` adds what every format shares: the train/test split, frame
+selection, downscaling and an on-disk cache of decoded images written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._checks import InputError
+from ..cameras import Camera
+from ..io import atomic_write
+
+
+class DatasetError(InputError):
+    """A dataset on disk is missing, malformed or inconsistent; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image of the sequence: a camera (full-resolution intrinsics) at a time."""
+
+    camera: Camera  # time normalised to [0, 1] over the selected frames, camera_id set
+    frame: int  # frame index within the selected range (0-based)
+    key: str  # the loader's name for the image, also its cache file name (no '/' at the start)
+
+
+@dataclass
+class PointCloud:
+    xyz: Tensor  # [P, 3] world
+    rgb: Tensor  # [P, 3] in [0, 1]
+    source: str  # where it comes from, e.g. "colmap points3D.txt" or "random in bounds (fallback)"
+
+
+#: Reads one full-resolution image of a frame: ``[H, W, 3]`` uint8 (or float in [0, 1]).
+ImageReader = Callable[[Frame], np.ndarray]
+
+
+@dataclass
+class SceneData:
+    """What a loader returns. ``frames`` hold every camera at every selected time."""
+
+    format: str
+    root: Path
+    frames: list[Frame]
+    test_camera_ids: set[int]  # the dataset's own protocol: these cameras form the test split
+    read_image: ImageReader
+    num_frames: int
+    points: PointCloud | None = None  # None: the random fallback of Scene is used
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    default_downscale: int = 1
+    name: str = ""
+    meta: dict = field(default_factory=dict)  # format-specific facts for `data info`
+
+
+@dataclass
+class Scene:
+    """A loaded scene: split, downscaled cameras and lazily decoded, cached images."""
+
+    data: SceneData
+    downscale: int = 1
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.downscale, bool) or not isinstance(self.downscale, int) or self.downscale < 1:
+            raise InputError(f"downscale: expected an int >= 1, got {self.downscale!r}")
+        if not self.data.frames:
+            raise DatasetError(f"{self.data.root}: the dataset has no frames")
+        self._full = {f.key: f for f in self.data.frames}
+        if len(self._full) != len(self.data.frames):
+            raise DatasetError(f"{self.data.root}: two frames share an image key")
+        scaled = [self._scaled(f) for f in self.data.frames]
+        test_ids = self.data.test_camera_ids
+        self.train: list[Frame] = [f for f in scaled if f.camera.camera_id not in test_ids]
+        self.test: list[Frame] = [f for f in scaled if f.camera.camera_id in test_ids]
+        self.points = self.data.points or _fallback_points(self.data.frames)
+        self.bounds = _bounds(self.points.xyz)
+
+    # ---------------------------------------------------------------- description
+    @property
+    def name(self) -> str:
+        return self.data.name or self.data.root.name
+
+    @property
+    def format(self) -> str:
+        return self.data.format
+
+    @property
+    def num_frames(self) -> int:
+        return self.data.num_frames
+
+    @property
+    def background(self) -> Tensor:  # [3]
+        return torch.tensor(self.data.background, dtype=torch.float32)
+
+    @property
+    def camera_ids(self) -> list[int]:
+        return sorted({f.camera.camera_id for f in self.data.frames})
+
+    @property
+    def resolution(self) -> tuple[int, int]:  # (width, height) after downscaling
+        cam = (self.train or self.test)[0].camera
+        return cam.width, cam.height
+
+    # ---------------------------------------------------------------- images
+    def image(self, frame: Frame) -> Tensor:
+        """``[H, W, 3]`` float32 in [0, 1] at this scene's resolution (decoded once, then cached)."""
+        path = self._cache_path(frame)
+        if path is not None and path.exists():
+            return torch.from_numpy(np.load(path)).float().div_(255.0)
+        full = self._full.get(frame.key)
+        if full is None:
+            raise InputError(f"frame {frame.key!r} is not part of scene {self.name}")
+        img = _to_uint8(self.data.read_image(full), frame.key)
+        if img.shape[:2] != (full.camera.height, full.camera.width):
+            raise DatasetError(
+                f"{self.data.root}: image {frame.key} is {img.shape[1]}x{img.shape[0]}, "
+                f"its camera says {full.camera.width}x{full.camera.height}"
+            )
+        img = _box_downscale(img, self.downscale)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda p: np.save(p, img))
+        return torch.from_numpy(img).float().div_(255.0)
+
+    def _cache_path(self, frame: Frame) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        tag = hashlib.sha1(str(self.data.root.resolve()).encode()).hexdigest()[:12]
+        safe = frame.key.replace("/", "__")
+        return self.cache_dir / f"{self.format}-{tag}" / f"x{self.downscale}" / f"{safe}.npy"
+
+    def _scaled(self, frame: Frame) -> Frame:
+        if self.downscale == 1:
+            return frame
+        cam, s = frame.camera, self.downscale
+        K = cam.K.clone()
+        K[:2] /= s
+        return replace(frame, camera=replace(cam, K=K, width=cam.width // s, height=cam.height // s))
+
+
+def select_frames(n_total: int, frame_range: Sequence[int] | None, where: Path) -> range:
+    """The frames ``[start, end)`` of a sequence of ``n_total``; a clear error when out of range."""
+    if frame_range is None:
+        return range(n_total)
+    start, end = int(frame_range[0]), int(frame_range[1])
+    if not 0 <= start < end <= n_total:
+        raise DatasetError(f"{where}: frame range {start}:{end} is outside the {n_total} frames (0:{n_total})")
+    return range(start, end)
+
+
+def normalised_time(i: int, n: int) -> float:
+    """Time of frame ``i`` of ``n``: ``i / n`` (DESIGN.md section 3)."""
+    return i / n
+
+
+def _to_uint8(img: np.ndarray, key: str) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise DatasetError(f"image {key}: expected [H, W, 3] pixels, got shape {img.shape}")
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = np.clip(np.round(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    img = np.ascontiguousarray(img)
+    return img if img.flags.writeable else img.copy()  # torch.from_numpy wants writable memory
+
+
+def _box_downscale(img: np.ndarray, s: int) -> np.ndarray:
+    """Average ``s x s`` blocks (the image is cropped to a multiple of ``s``)."""
+    if s == 1:
+        return img
+    h, w = img.shape[0] // s * s, img.shape[1] // s * s
+    blocks = img[:h, :w].reshape(h // s, s, w // s, s, -1).astype(np.float32)
+    return np.round(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def _bounds(xyz: Tensor) -> tuple[Tensor, Tensor]:
+    """Axis-aligned box of the points, robust to outliers (0.5% / 99.5% quantiles)."""
+    if xyz.shape[0] < 8:
+        return xyz.min(0).values, xyz.max(0).values
+    q = torch.quantile(xyz.double(), torch.tensor([0.005, 0.995], dtype=torch.float64), dim=0).float()
+    return q[0], q[1]
+
+
+def _fallback_points(frames: list[Frame], n: int = 10_000, seed: int = 0) -> PointCloud:
+    """Random points in the region seen by the cameras: between 0.5x and 1.5x the distance from
+    the cameras' centroid to the point closest to all their optical axes (documented fallback
+    when a dataset ships no point cloud)."""
+    cams = {f.camera.camera_id: f.camera for f in frames}
+    centres = torch.stack([c.campos.double() for c in cams.values()])  # [C, 3]
+    dirs = torch.stack([c.R.double()[2] for c in cams.values()])  # [C, 3] optical axes (world)
+    # least-squares point closest to all optical axes
+    eye = torch.eye(3, dtype=torch.float64)
+    A = sum(eye - d[:, None] * d[None, :] for d in dirs)
+    b = sum((eye - d[:, None] * d[None, :]) @ c for d, c in zip(dirs, centres))
+    try:
+        focus = torch.linalg.solve(A + 1e-9 * eye, b)
+    except RuntimeError:
+        focus = centres.mean(0) + dirs.mean(0)
+    radius = float((centres - focus).norm(dim=1).mean()) * 0.5 or 1.0
+    g = torch.Generator().manual_seed(seed)
+    xyz = focus + radius * (2 * torch.rand(n, 3, generator=g, dtype=torch.float64) - 1)
+    rgb = torch.rand(n, 3, generator=g)
+    return PointCloud(xyz.float(), rgb, "random in the cameras' common view (fallback: the dataset has no points)")
