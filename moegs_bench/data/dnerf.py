@@ -44,7 +44,7 @@ import torch
 
 from .._checks import InputError
 from ..cameras import Camera
-from .scene import DatasetError, Frame, SceneData, select_frames
+from .scene import DatasetError, Frame, SceneData, read_json, select_frames
 
 #: Camera id of test frame ``j`` is ``TEST_ID_OFFSET + j`` (train frame ``j`` has id ``j``).
 TEST_ID_OFFSET = 100_000
@@ -126,15 +126,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
 
 # ------------------------------------------------------------------------------ json parsing
 def _load_json(path: Path) -> object:
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing; expected a D-NeRF transforms file (camera_angle_x, frames)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from None
+    return read_json(path, "a D-NeRF transforms file (camera_angle_x, frames)")
 
 
 def _count_frames(path: Path) -> int:

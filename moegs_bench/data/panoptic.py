@@ -43,7 +43,7 @@ import torch
 
 from .._checks import InputError
 from ..cameras import Camera
-from .scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, select_frames
+from .scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _META_KEYS = ("w", "h", "k", "w2c", "fn", "cam_id")
@@ -174,17 +174,7 @@ class _Meta:
 
     @classmethod
     def read(cls, path: Path) -> _Meta:
-        if not path.is_file():
-            raise DatasetError(
-                f"{path}: missing; expected Dynamic 3D Gaussians metadata ({', '.join(_META_KEYS)} per timestep)"
-            )
-        try:
-            with open(path, encoding="utf-8") as f:
-                md = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{path}: cannot read ({e})") from None
+        md = read_json(path, f"Dynamic 3D Gaussians metadata ({', '.join(_META_KEYS)} per timestep)")
         if not isinstance(md, dict):
             raise DatasetError(f"{path}: expected a JSON object with keys {', '.join(_META_KEYS)}")
         missing = [k for k in _META_KEYS if k not in md]
@@ -228,13 +218,7 @@ def _read_scene_json(path: Path) -> dict:
     """Our extension: ``{"name": str, "background": [r, g, b] in [0, 1]}``, both optional."""
     if not path.is_file():
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from None
+    data = read_json(path, "scene.json")
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object with optional name and background")
     out: dict = {}

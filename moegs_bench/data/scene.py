@@ -8,6 +8,7 @@ selection, downscaling and an on-disk cache of decoded images written atomically
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -156,6 +157,19 @@ def select_frames(n_total: int, frame_range: Sequence[int] | None, where: Path) 
     if not 0 <= start < end <= n_total:
         raise DatasetError(f"{where}: frame range {start}:{end} is outside the {n_total} frames (0:{n_total})")
     return range(start, end)
+
+
+def read_json(path: Path, expected: str) -> object:
+    """Parse a JSON file; a missing, unreadable or malformed file is a DatasetError naming it."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; expected {expected}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from None
 
 
 def normalised_time(i: int, n: int) -> float:
