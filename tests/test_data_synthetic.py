@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -250,15 +249,12 @@ def test_points_lie_on_surfaces_seen_at_time_zero():
 
 
 @pytest.mark.slow
-def test_default_suite_size_and_time(tmp_path: Path):
-    t0 = time.perf_counter()
+def test_default_suite_size(tmp_path: Path):
     root = generate(tmp_path / "default", DEFAULT_SCENE)
-    elapsed = time.perf_counter() - t0
     files = _files(root)
     assert sum(k.endswith(".png") for k in files) == 30 * 13
     size = sum(len(v) for v in files.values())
     assert size < 5_000_000, f"{size / 1e6:.2f} MB"
-    assert elapsed < 30.0, f"{elapsed:.1f} s"  # ~5 s on a quiet 2-core CPU; generous for a busy one
 
 
 # ----------------------------------------------------------------------------- cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import numpy as np
 import pytest
@@ -415,12 +414,9 @@ def test_many_tiny_gaussians_outside_the_image():
             "K": _K(24, 20),
         }
     )
-    t0 = time.perf_counter()
     img, alpha, meta = _render(args)
     (img.sum() + alpha.sum()).backward()
-    elapsed = time.perf_counter() - t0
     assert torch.all(alpha == 0) and torch.all(meta["radii"] == 0)
     assert torch.equal(img, torch.tensor([0.1, 0.4, 0.7]).expand(20, 24, 3))
     for name in ("means", "quats", "scales", "opacities", "colors"):
         assert torch.all(args[name].grad == 0), name
-    assert elapsed < 5.0, f"{n} off-screen Gaussians took {elapsed:.2f} s"
