@@ -1,4 +1,4 @@
-"""Files that are never seen half-written: write to a temporary file, then rename."""
+"""Writing files: never seen half-written (temporary file, then rename); 8-bit images."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -18,14 +23,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def image_to_uint8(img: Tensor) -> np.ndarray:
+    """``[..., C]`` float in [0, 1] -> uint8 numpy, rounded to the nearest level."""
+    import torch
+
+    return (img.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()

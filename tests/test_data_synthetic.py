@@ -26,7 +26,7 @@ from moegs_bench.data.synthetic import (
     generate,
     render_frames,
 )
-from moegs_bench.data.synthetic.generate import to_uint8
+from moegs_bench.io import image_to_uint8 as to_uint8
 from moegs_bench.data.synthetic.raycast import (
     AMBIENT,
     BACKGROUND,

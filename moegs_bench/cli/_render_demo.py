@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from moegs_bench.cli._common import UserError, versions
-from moegs_bench.io import atomic_write
+from moegs_bench.io import atomic_write, image_to_uint8
 
 RECORD_NAME = "render_demo.json"
 IMAGE_GLOB = "cam_*.png"
@@ -221,14 +221,7 @@ def _progress(console: Any) -> Any:
 
 def _to_uint8(img: Any) -> Any:
     """[H,W,D] float in [0, 1] -> [H,W,3] or [H,W] uint8 numpy (extra channels dropped)."""
-    import torch
-
-    img = img.detach().float()
-    if img.shape[-1] >= 3:
-        img = img[..., :3]
-    else:
-        img = img[..., 0]
-    return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    return image_to_uint8(img[..., :3] if img.shape[-1] >= 3 else img[..., 0])
 
 
 def _plain(value: Any) -> Any:

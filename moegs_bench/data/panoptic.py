@@ -43,6 +43,7 @@ import torch
 
 from .._checks import InputError
 from ..cameras import Camera
+from ..io import umask
 from .scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -372,7 +373,7 @@ def write(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-", dir=root.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; give the usual permissions
         for c in cams:
             (tmp / "ims" / str(c)).mkdir(parents=True)
         for t in range(T):
@@ -400,9 +401,3 @@ def _check_image(img: object, frame: Frame, w: int, h: int) -> np.ndarray:
         got = f"{img.dtype} {list(img.shape)}" if isinstance(img, np.ndarray) else type(img).__name__
         raise InputError(f"write: image of frame {frame.key!r} must be a uint8 array [{h}, {w}, 3], got {got}")
     return img
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -23,6 +23,7 @@ import torch
 
 from ..._checks import InputError
 from ...cameras import Camera
+from ...io import image_to_uint8
 from ..scene import Frame, PointCloud, normalised_time
 from .raycast import Rig, Room, Views, camera_rays, trace
 from .scenes import DEFAULT_SCENE, SCENES, TARGET, SceneSpec
@@ -86,10 +87,6 @@ def render_frames(
     return [rig.render(spec.at(normalised_time(i, frames), seed), base) for i in ids]
 
 
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    return (rgb.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
-
-
 def sample_points(scene: str, cams: Sequence[Camera], *, seed: int = 0, n: int = NUM_POINTS) -> PointCloud:
     """A sparse point cloud like a COLMAP result: surface points seen by the cameras at t = 0,
     coloured as observed, jittered; the room (background) gets a smaller share."""
@@ -138,7 +135,7 @@ def generate(
     images: list[np.ndarray] = []
     for i, views in enumerate(render_frames(scene, rig, frames, seed=seed)):
         t = normalised_time(i, frames)
-        pix = to_uint8(views.rgb)
+        pix = image_to_uint8(views.rgb)
         for cam, img in zip(rig, pix):
             cid = cam.camera_id
             out_frames.append(Frame(replace(cam, time=t), i, f"cam{cid:02d}/{i:06d}"))
@@ -220,7 +217,7 @@ def contact_sheet(
         y = label_h + r * (h + pad)
         draw.text((4, y + h // 2 - 5), name, fill=(0, 0, 0))
         for c, views in enumerate(render_frames(name, [test], frames, seed=seed, frame_ids=ids)):
-            img = Image.fromarray(to_uint8(views.rgb[0])).resize((w, h), Image.NEAREST)
+            img = Image.fromarray(image_to_uint8(views.rgb[0])).resize((w, h), Image.NEAREST)
             sheet.paste(img, (label_w + c * (w + pad), y))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
