@@ -42,3 +42,16 @@ def check_tensor(
 
 def _fmt(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+
+
+def check_gaussian_values(prefix: str, quats: Tensor, scales: Tensor, opacities: Tensor) -> None:
+    """Scales > 0, opacities in [0, 1], quaternions of non-zero norm; ``prefix`` starts the names."""
+    bad = int((scales <= 0).sum())
+    if bad:
+        raise InputError(f"{prefix}scales: {bad} value(s) <= 0; scales are linear and must be positive")
+    bad = int(((opacities < 0) | (opacities > 1)).sum())
+    if bad:
+        raise InputError(f"{prefix}opacities: {bad} value(s) outside [0, 1] (activated, not logits)")
+    bad = int((quats == 0).all(dim=-1).sum())
+    if bad:
+        raise InputError(f"{prefix}quats: {bad} quaternion(s) with zero norm; expected (w, x, y, z)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ._checks import InputError, check_tensor
+from ._checks import InputError, check_gaussian_values, check_tensor
 
 _SH_C0 = 0.28209479177387814  # Y_0^0; SH DC coefficient c gives colour 0.5 + _SH_C0 * c
 
@@ -42,15 +42,7 @@ class GaussianState:
             t: Tensor = getattr(self, name)
             if t.dtype != self.means.dtype:
                 raise InputError(f"GaussianState.{name}: dtype {t.dtype} differs from means' {self.means.dtype}")
-        bad = int((self.scales <= 0).sum())
-        if bad:
-            raise InputError(f"GaussianState.scales: {bad} value(s) <= 0; scales are linear and must be positive")
-        bad = int(((self.opacities < 0) | (self.opacities > 1)).sum())
-        if bad:
-            raise InputError(f"GaussianState.opacities: {bad} value(s) outside [0, 1]")
-        bad = int((self.quats == 0).all(dim=-1).sum())
-        if bad:
-            raise InputError(f"GaussianState.quats: {bad} quaternion(s) with zero norm")
+        check_gaussian_values("GaussianState.", self.quats, self.scales, self.opacities)
         if not isinstance(self.extras, dict):
             raise InputError(f"GaussianState.extras: expected a dict of tensors, got {type(self.extras).__name__}")
         for key, value in self.extras.items():

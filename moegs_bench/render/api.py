@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .._checks import InputError, check_tensor
+from .._checks import InputError, check_gaussian_values, check_tensor
 from ._projection import project_gaussians
 from ._torch_raster import rasterize_to_pixels
 from .sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
@@ -59,12 +59,7 @@ def _validate(
                 f"colors: SH degree {sh_degree} needs [N, >={num_sh_bases(sh_degree)}, 3] coefficients, "
                 f"got {tuple(colors.shape)}"
             )
-    if n and bool((scales <= 0).any()):
-        raise InputError(f"scales: {int((scales <= 0).sum())} value(s) <= 0; scales are linear and must be positive")
-    if n and bool(((opacities < 0) | (opacities > 1)).any()):
-        raise InputError("opacities: values must lie in [0, 1] (activated, not logits)")
-    if n and bool((quats.norm(dim=-1) == 0).any()):
-        raise InputError("quats: zero-norm quaternion(s); expected (w, x, y, z) with non-zero norm")
+    check_gaussian_values("", quats, scales, opacities)
     if bool(K[0, 0] <= 0) or bool(K[1, 1] <= 0):
         raise InputError(f"K: focal lengths must be positive, got fx={float(K[0, 0])}, fy={float(K[1, 1])}")
     for name, v in (("width", width), ("height", height)):
