@@ -244,6 +244,105 @@ def data_info(
         run_info(path, downscale=downscale, frames=frames, as_json=as_json)
 
 
+experts_app = typer.Typer(
+    name="experts",
+    cls=_Group,
+    help="Experts: the built-in dynamic Gaussian methods, installed ones and --plugin classes.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(experts_app)
+
+
+@experts_app.command("list")
+def experts_list(
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            "-p",
+            metavar="MODULE:CLASS",
+            help="Also load this Expert subclass (importable module, repeatable); its id is CLASS.info.id.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (a list of objects).")] = False,
+) -> None:
+    """List the experts: id, method, paper, upstream repository, source, availability, profiles.
+
+    Sources: [b]built-in[/b], [b]entry point[/b] (installed distributions registering
+    [cyan]moegs_bench.experts[/cyan] entry points) and [b]plugin[/b] ([cyan]--plugin[/cyan]). An
+    expert whose module cannot be imported is listed as unavailable, with the reason.
+    """
+    from moegs_bench.cli._experts import run_list
+
+    with user_errors():
+        run_list(plugins=plugins or [], as_json=as_json)
+
+
+class Profile(str, Enum):
+    """Configuration profiles every expert ships."""
+
+    tiny = "tiny"
+    paper = "paper"
+
+
+@app.command("train-expert")
+def train_expert(
+    expert: Annotated[
+        str, typer.Option("--expert", "-e", help="Expert id (see [cyan]moegs-bench experts list[/cyan]).",
+                          show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder (created; a folder of another run is refused).",
+                           show_default=False),
+    ],
+    scene: Annotated[
+        str | None,
+        typer.Option("--scene", "-s", metavar="SPEC",
+                     help="[b]synthetic:NAME[/b] (kitchen, windy, carousel, juggler; generated on first use), "
+                          "[b]FORMAT:PATH[/b] or [b]PATH[/b]. Default: synthetic:kitchen.",
+                     show_default=False),
+    ] = None,
+    profile: Annotated[
+        Profile, typer.Option("--profile", "-p", case_sensitive=False,
+                              help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the upstream N3V settings."),
+    ] = Profile.tiny,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", "-n", min=1, help="Override the profile's number of steps.",
+                                 show_default=False),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (training is deterministic on CPU).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if OUT holds a finished or different run.")] = False,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", metavar="MODULE:CLASS", help="Load an Expert subclass not installed as an entry point.",
+                      show_default=False),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Cache for generated scenes and decoded images "
+                                     "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Train one expert on a scene: checkpoint, test renders and a results record.
+
+    Writes [cyan]OUT/expert.pt[/cyan], [cyan]OUT/results.json[/cyan] (schema in the README),
+    [cyan]OUT/renders/test/*.png[/cyan] and [cyan]OUT/run.json[/cyan]; a checkpoint every few hundred
+    steps in [cyan]OUT/checkpoints/[/cyan] lets [cyan]--resume[/cyan] continue a killed run. Rerunning a
+    finished run reports it without retraining.
+    """
+    from moegs_bench.cli._train import run_train_expert
+
+    with user_errors():
+        run_train_expert(expert=expert, out=out, scene=scene, profile=profile.value, iterations=iterations,
+                         seed=seed, resume=resume, force=force, plugins=plugins or [], cache=cache,
+                         progress=progress)
+
+
 def main() -> None:
     """Console-script entry point (``moegs-bench``)."""
     app(prog_name="moegs-bench")

@@ -12,6 +12,7 @@ Formats (each a module of this package with ``detect(root)`` and ``load(root, fr
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,3 +70,31 @@ def load_scene(
         fmt = detect_format(root)
     data = _module(fmt).load(root, frame_range=frame_range)
     return Scene(data, downscale=data.default_downscale if downscale is None else downscale, cache_dir=cache_dir)
+
+
+SYNTHETIC_PREFIX = "synthetic:"
+
+
+def default_cache_dir() -> Path:
+    """Where generated scenes and shared expert checkpoints go: ``$MOEGS_BENCH_CACHE`` or
+    ``~/.cache/moegs-bench``."""
+    env = os.environ.get("MOEGS_BENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "moegs-bench"
+
+
+def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: int | None = None) -> tuple[Scene, str]:
+    """Load a scene from a CLI spec: ``synthetic:NAME`` (generated into the cache on first use;
+    ``None`` is the default synthetic scene), ``FORMAT:PATH`` or ``PATH``. Returns the scene and
+    a canonical spec (absolute path) that names it in run records and cache keys."""
+    from .synthetic import DEFAULT_SCENE, SCENES, ensure
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    text = SYNTHETIC_PREFIX + DEFAULT_SCENE if spec is None else str(spec)
+    if text.startswith(SYNTHETIC_PREFIX):
+        name = text[len(SYNTHETIC_PREFIX):]
+        if name not in SCENES:
+            raise DatasetError(f"--scene {text}: unknown synthetic scene {name!r}; expected one of {', '.join(SCENES)}")
+        root = ensure(name, cache / "synthetic")
+        return load_scene(root, downscale=downscale, cache_dir=cache / "images"), f"{SYNTHETIC_PREFIX}{name}"
+    scene = load_scene(text, downscale=downscale, cache_dir=cache / "images")
+    return scene, f"{scene.format}:{scene.data.root.resolve()}"

@@ -11,8 +11,8 @@ box touches (gsplat 1.5.3's opacity-aware box is tight: outside it ``alpha < 1/2
 dense ``[tiles, Gaussians, TILE * TILE]`` blocks, so depth order is an axis: transmittance is a
 ``cumprod``, colours a batched matmul, and ``log(o) - sigma`` one matmul of six coefficients per
 pair with the monomials of the tile's pixel offsets. The forward pass walks each tile's list in
-segments and drops a tile once all its pixels have stopped; the backward pass recomputes the
-blocks (as gsplat's kernels do) but only up to each tile's last stop. Nothing is stored per
+segments of growing length and drops a tile once all its pixels have stopped; the backward pass
+recomputes the blocks (as gsplat's kernels do) but only up to each tile's last stop. Nothing is stored per
 (pixel, Gaussian) pair: memory is O(N + (tile, Gaussian) pairs + H * W) plus one block of about
 ``CHUNK`` elements.
 """
@@ -31,7 +31,7 @@ from ._projection import ALPHA_THRESHOLD
 
 TILE = 4  # pixels per tile side
 CHUNK = 1 << 18  # elements of one dense [tiles, Gaussians, TILE * TILE] block
-SEGMENT = 32  # Gaussians per tile evaluated at once in the forward pass (early exit between)
+SEGMENT = 32  # Gaussians per tile in the first forward segment (early exit between; then doubling)
 _TINY = 2.0**-100  # below the spacing of float32 around T_STOP and 0.999, above its smallest normal
 T_STOP = 1e-4
 
@@ -221,17 +221,21 @@ class _RasterizeToPixels(torch.autograd.Function):
             t_run = torch.ones(len(idx), P, dtype=dt, device=dev)
             act = torch.arange(len(idx), device=dev)  # rows of idx still active
             g_max = int(tiles.counts[i0])
-            for g0 in range(0, g_max, SEGMENT):
-                b = _block(params, tiles, idx[act], g0, min(SEGMENT, g_max - g0), t_run[act], need_grad)
+            g0, seg = 0, SEGMENT
+            while g0 < g_max:
+                b = _block(params, tiles, idx[act], g0, min(seg, g_max - g0), t_run[act], need_grad)
                 col = col_one.index_select(0, b.rank.view(-1)).view(*b.rank.shape, D + 1)  # [T, G, D + 1]
                 acc[act] += torch.bmm((b.alpha * b.trans).transpose(1, 2), col)  # [T, P, D + 1]
                 t_run[act] = b.t_out
                 if need_grad:
                     n_live[idx[act]] += b.n_live
-                go_on = (b.t_out > 0).any(1) & (tiles.counts[idx[act]] > g0 + SEGMENT)
+                go_on = (b.t_out > 0).any(1) & (tiles.counts[idx[act]] > g0 + seg)
                 act = act[go_on]
                 if act.numel() == 0:
                     break
+                # tiles still open after a segment are mostly sparse or transparent: double the
+                # segment (fewer, larger blocks; at most CHUNK elements) instead of many small ones
+                g0, seg = g0 + seg, max(SEGMENT, min(2 * seg, CHUNK // (act.numel() * P)))
             out[tiles.tile_ids[idx]] = acc[..., :D]
             t_final[tiles.tile_ids[idx]] = (1.0 - acc[..., D]).clamp_(min=0.0)  # sum of weights = 1 - T
         if backgrounds is not None:

@@ -1,0 +1,1 @@
+"""Shared training mechanics: schedule config, optimiser, densification, checkpoints, the loop."""
