@@ -11,8 +11,8 @@ def tiny_train(**overrides) -> TrainConfig:
     """A 3DGS schedule compressed to a few minutes of CPU: fewer steps, earlier and more
     frequent densification, a cap on the number of Gaussians."""
     base = TrainConfig(
-        iterations=2000, position_lr_max_steps=2000, sh_degree=1, sh_increase_every=500,
-        densify_from=200, densify_until=1500, densify_every=100, opacity_reset_every=0,
-        max_gaussians=12_000, checkpoint_every=500,
+        iterations=1200, position_lr_max_steps=1200, sh_degree=1, sh_increase_every=400,
+        densify_from=150, densify_until=900, densify_every=100, opacity_reset_every=0,
+        max_gaussians=5000, checkpoint_every=400,
     )
     return replace(base, **overrides)

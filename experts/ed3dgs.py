@@ -35,7 +35,7 @@ _ATTRS = ("pos", "scales", "rotations", "opacity", "rgb")
 
 @dataclass
 class ED3DGSConfig(ExpertConfig):
-    STEP_FIELDS = ("c2f_iterations", "deform_from")
+    STEP_FIELDS = ("c2f_iterations", "deform_from", "anneal_steps")
 
     embedding_dim: int = 32  # per-Gaussian
     temporal_dim: int = 256
@@ -44,7 +44,8 @@ class ED3DGSConfig(ExpertConfig):
     c2f_iterations: int = 10_000  # fine rows grow from coarse_rows to temporal_rows over these steps
     depth: int = 1
     width: int = 128
-    deform_from: int = 5000  # scale / opacity / colour offsets ramp in over [deform_from, +1000]
+    deform_from: int = 5000  # scale / opacity / colour offsets ramp in over [deform_from, +anneal_steps]
+    anneal_steps: int = 1000  # position / rotation offsets ramp in over [0, anneal_steps]
     deformation_lr: float = 1.6e-4  # x extent, decays to deformation_lr_final
     deformation_lr_final: float = 1.6e-5
     offsets_lr: float = 2e-5
@@ -68,8 +69,8 @@ class ED3DGS(Expert):
     profiles = {
         "paper": ED3DGSConfig(),
         "tiny": ED3DGSConfig(
-            embedding_dim=16, temporal_dim=32, temporal_rows=15, coarse_rows=5, c2f_iterations=600, width=64,
-            deform_from=200, reg_neighbours=8, reg_falloff=50.0, train=tiny_train()),
+            embedding_dim=16, temporal_dim=32, temporal_rows=15, coarse_rows=5, c2f_iterations=500, width=64,
+            deform_from=100, anneal_steps=100, reg_neighbours=8, reg_falloff=50.0, train=tiny_train()),
     }
     min_frames = 2
 
@@ -129,8 +130,9 @@ class ED3DGS(Expert):
         c, tab = self.config, self.table
         t = self._time(when)
         step = int(self.step) if self.training else 10**9  # evaluation: fully ramped in
-        a = min(max(step / 1000.0, 0.0), 1.0)
-        a_late = min(max((step - c.deform_from) / 1000.0, 0.0), 1.0)
+        ramp = max(c.anneal_steps, 1)
+        a = min(max(step / ramp, 0.0), 1.0)
+        a_late = min(max((step - c.deform_from) / ramp, 0.0), 1.0)
         fine_rows = int(c.coarse_rows + (c.temporal_rows - c.coarse_rows) * min(step, c.c2f_iterations)
                         / max(c.c2f_iterations, 1))
         means, scales, quats, opac = tab["means"], tab["scales"], tab["quats"], tab["opacities"]

@@ -88,7 +88,7 @@ class Ex4DGS(Expert):
     config_class = Ex4DGSConfig
     profiles = {
         "paper": Ex4DGSConfig(),
-        "tiny": Ex4DGSConfig(interval=5, convert_every=100, convert_from=150, convert_until=1500,
+        "tiny": Ex4DGSConfig(interval=5, convert_every=100, convert_from=150, convert_until=1000,
                              extract_percentile=0.9, train=tiny_train()),
     }
 

@@ -137,7 +137,7 @@ class FourDGaussians(Expert):
     profiles = {
         "paper": FourDGSConfig(),
         "tiny": FourDGSConfig(
-            resolution=(16, 16, 16, 32), features=8, multires=(1, 2), width=64, coarse_iterations=300,
+            resolution=(16, 16, 16, 32), features=8, multires=(1, 2), width=64, coarse_iterations=200,
             train=tiny_train(lambda_dssim=0.2)),
     }
     min_frames = 2

@@ -27,7 +27,7 @@ class Static3DGS(Expert):
         description="no deformation: one set of Gaussians for all times (the baseline)",
     )
     config_class = Static3DGSConfig
-    profiles = {"tiny": Static3DGSConfig(train=tiny_train()), "paper": Static3DGSConfig()}
+    profiles = {"paper": Static3DGSConfig(), "tiny": Static3DGSConfig(train=tiny_train())}
 
     def __init__(self, config: Static3DGSConfig, init: SceneInit) -> None:
         super().__init__(config, init)
