@@ -50,7 +50,7 @@ class _Group(TyperGroup):
                 message += f" (see '{ctx.command_path} --help')"
             print_error(message)
             sys.exit(exc.exit_code)
-        except (_click_exc.Abort, typer.Abort):
+        except typer.Abort:  # (typer vendors click; its Abort is typer.Abort)
             print_error("aborted")
             sys.exit(1)
         # standalone_mode=False returns the exit code of typer.Exit / --help, or the command's value
@@ -188,15 +188,15 @@ def render_demo(
         )
 
 
-data_app = typer.Typer(
-    name="data",
-    cls=_Group,
-    help="Datasets: write the embedded synthetic suite, inspect a dataset folder.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(data_app)
+def _sub_app(name: str, help: str) -> typer.Typer:  # noqa: A002 - typer's keyword
+    """A command group (``moegs-bench NAME ...``) with the root's error handling and help style."""
+    sub = typer.Typer(name=name, cls=_Group, help=help, rich_markup_mode="rich", no_args_is_help=True,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.add_typer(sub)
+    return sub
+
+
+data_app = _sub_app("data", "Datasets: write the embedded synthetic suite, inspect a dataset folder.")
 
 
 @data_app.command("synth")
@@ -244,15 +244,7 @@ def data_info(
         run_info(path, downscale=downscale, frames=frames, as_json=as_json)
 
 
-experts_app = typer.Typer(
-    name="experts",
-    cls=_Group,
-    help="Experts: the built-in dynamic Gaussian methods, installed ones and --plugin classes.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(experts_app)
+experts_app = _sub_app("experts", "Experts: the built-in dynamic Gaussian methods, installed ones and --plugin classes.")
 
 
 @experts_app.command("list")
