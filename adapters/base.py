@@ -187,6 +187,7 @@ class Expert(nn.Module, ABC):
                               f"{type(config).__name__}")
         self.config = config
         self.check_scene(init)
+        self._extent = float(init.extent)
         self.table = GaussianTable()
         self.max_sh_degree = int(config.train.sh_degree)
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.long))
@@ -297,7 +298,6 @@ class Expert(nn.Module, ABC):
     def add_standard_columns(self, init: SceneInit, *, initial_opacity: float = 0.1) -> None:
         """The 3DGS columns from the point cloud: means, log-scales from the mean distance to the
         3 nearest points, identity rotations, logit opacities, SH from the point colours."""
-        self._extent = init.extent
         xyz = init.points  # [P, 3]
         n = xyz.shape[0]
         d2 = knn(xyz, 3)[0].mean(1).clamp_min(1e-7) if n > 1 else torch.ones(n)  # [P]
