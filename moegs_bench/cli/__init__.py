@@ -302,7 +302,7 @@ def train_expert(
                               help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the upstream N3V settings."),
     ] = Profile.tiny,
     iterations: Annotated[
-        int | None, typer.Option("--iterations", "-n", min=1, help="Override the profile's number of steps.",
+        int | None, typer.Option("--iterations", "-n", min=1, help="Steps instead of the profile's (its whole schedule is stretched to match).",
                                  show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (training is deterministic on CPU).")] = 0,
