@@ -302,8 +302,9 @@ def train_expert(
                               help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the upstream N3V settings."),
     ] = Profile.tiny,
     iterations: Annotated[
-        int | None, typer.Option("--iterations", "-n", min=1, help="Steps instead of the profile's (its whole schedule is stretched to match).",
-                                 show_default=False),
+        int | None,
+        typer.Option("--iterations", "-n", min=1, show_default=False,
+                     help="Steps instead of the profile's (its whole schedule is stretched to match)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (training is deterministic on CPU).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
