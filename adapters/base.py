@@ -26,10 +26,8 @@ from moegs_bench.cameras import Camera
 from moegs_bench.gaussian_table import GaussianTable
 from moegs_bench.geometry import knn
 from moegs_bench.gaussians import GaussianState
-from moegs_bench.render.sh import num_sh_bases
+from moegs_bench.render.sh import num_sh_bases, rgb_to_sh
 from moegs_bench.training.config import TrainConfig
-
-_SH_C0 = 0.28209479177387814
 
 
 class ExpertError(InputError):
@@ -306,7 +304,7 @@ class Expert(nn.Module, ABC):
         quats[:, 0] = 1.0
         opac = torch.full((n,), math.log(initial_opacity / (1 - initial_opacity)))
         k = num_sh_bases(self.max_sh_degree)
-        sh_dc = ((init.colors - 0.5) / _SH_C0)[:, None, :]  # [P, 1, 3]
+        sh_dc = rgb_to_sh(init.colors)[:, None, :]  # [P, 1, 3]
         sh_rest = torch.zeros(n, k - 1, 3)
         self.table.add("means", xyz, role="position")
         self.table.add("scales", scales, role="log_scale")

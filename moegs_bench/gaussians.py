@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from ._checks import InputError, check_gaussian_values, check_tensor
-
-_SH_C0 = 0.28209479177387814  # Y_0^0; SH DC coefficient c gives colour 0.5 + _SH_C0 * c
+from .render.sh import rgb_to_sh
 
 
 @dataclass(eq=False)  # tensors have no single-bool equality
@@ -222,7 +221,7 @@ class GaussianState:
             colors = torch.rand(n, channels, generator=g)
         else:
             colors = (torch.rand(n, (sh_degree + 1) ** 2, 3, generator=g) - 0.5) * 0.1
-            colors[:, 0] = (torch.rand(n, 3, generator=g) - 0.5) / _SH_C0
+            colors[:, 0] = rgb_to_sh(torch.rand(n, 3, generator=g))
         state = cls(
             means=(torch.rand(n, 3, generator=g) * 2 - 1) * extent,
             quats=quats,

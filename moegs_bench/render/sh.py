@@ -20,6 +20,11 @@ C3 = (
 MAX_SH_DEGREE = 3
 
 
+def rgb_to_sh(rgb: Tensor) -> Tensor:
+    """The DC coefficient whose degree-0 colour is ``rgb``: ``(rgb - 0.5) / C0`` (3DGS ``RGB2SH``)."""
+    return (rgb - 0.5) / C0
+
+
 def num_sh_bases(degree: int) -> int:
     return (degree + 1) ** 2
 
