@@ -67,6 +67,18 @@ def view_order(seed: int, epoch: int, n: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
+class _ViewOrder:
+    """:func:`view_order` of the current epoch, drawn once per epoch rather than once per view."""
+
+    def __init__(self, seed: int, n: int) -> None:
+        self.seed, self.n, self._epoch, self._perm = seed, n, -1, torch.empty(0, dtype=torch.long)
+
+    def epoch(self, e: int) -> Tensor:
+        if e != self._epoch:
+            self._epoch, self._perm = e, view_order(self.seed, e, self.n)
+        return self._perm
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + 17)
 
@@ -94,27 +106,29 @@ def train_expert(
 
     tc = config.train
     expert = _build(expert_cls, config, scene, seed)
-    groups = expert.param_groups()
-    optimizer = torch.optim.Adam([{"params": g.params, "lr": g.lr, "name": g.name} for g in groups], eps=1e-15)
     densifier = Densifier(tc, expert.spatial_lr_scale)
-    start, elapsed = 0, 0.0
+    start, elapsed, ckpt = 0, 0.0, None
     latest = out_dir / LATEST_CKPT
     if latest.is_file():  # _claim_folder has checked that resuming was asked for
         ckpt = load_checkpoint(latest, expert=expert_id, state_version=expert_cls.state_version)
-        expert.load_state_dict(ckpt.model)
-        optimizer = torch.optim.Adam(
-            [{"params": g.params, "lr": g.lr, "name": g.name} for g in expert.param_groups()], eps=1e-15)
-        optimizer.load_state_dict(ckpt.optimizer)
+        expert.load_state_dict(ckpt.model)  # first: the table takes the checkpoint's row count
         if ckpt.densifier is not None:
             densifier.load_state_dict(ckpt.densifier)
         start, elapsed = ckpt.step, ckpt.elapsed
         log(f"resuming {expert_id} from step {start} ({latest})")
+    # the groups' learning-rate schedules; their parameters change with densification, the
+    # optimiser holds the current ones
+    schedules = expert.param_groups()
+    optimizer = torch.optim.Adam([{"params": g.params, "lr": g.lr, "name": g.name} for g in schedules], eps=1e-15)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.optimizer)
 
     bg = scene.background
     train = list(scene.train)
     if not train:
         raise InputError(f"scene {scene.name}: no training views")
     images = _ImageSource(scene, train)
+    order = _ViewOrder(seed, len(train))
 
     def save(step: int, path: Path, finished: bool) -> None:
         save_checkpoint(path, Checkpoint(
@@ -127,17 +141,16 @@ def train_expert(
                mininterval=1.0, dynamic_ncols=True, unit="step")
     ema_loss = ema_psnr = None
     t0 = time.perf_counter()
-    step = start
     try:
         for step in range(start + 1, tc.iterations + 1):
-            for g, group in zip(expert.param_groups(), optimizer.param_groups):
+            for g, group in zip(schedules, optimizer.param_groups):
                 group["lr"] = g.lr_at(step)
             expert.active_sh_degree.fill_(min(expert.max_sh_degree, step // max(tc.sh_increase_every, 1)))
             expert.on_step(step)
             loss_value = psnr_value = 0.0
             for b in range(tc.batch_size):
                 k = (step - 1) * tc.batch_size + b
-                frame = train[int(view_order(seed, k // len(train), len(train))[k % len(train)])]
+                frame = train[int(order.epoch(k // len(train))[k % len(train)])]
                 img, _, meta, _ = render_expert(expert, frame.camera, bg)
                 means2d = meta["means2d"]
                 if means2d.requires_grad:
@@ -174,21 +187,22 @@ def train_expert(
 
 
 def _finish(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds) -> TrainedExpert:
-    record = _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds, scene.background)
+    record = _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
     write_record(out_dir / RESULTS_FILE, record)
     (out_dir / LATEST_CKPT).unlink(missing_ok=True)
     return TrainedExpert(expert, record, out_dir, reused=False)
 
 
-def _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds, bg):
+def _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds):
     expert.eval()
+    bg = scene.background.to(expert.device)
     ev = evaluate(lambda f: render_expert(expert, f.camera, bg)[0], scene,
                   out_dir=out_dir / "renders" / "test", lpips=LpipsMetric())
     nbytes = expert.storage_bytes()
     return ResultRecord(
         kind="expert", name=expert.info.id, scene=scene_spec, config={"profile": profile, **config.to_dict()},
         seed=seed, num_gaussians=expert.num_gaussians, storage_bytes=nbytes, storage_mb=storage_mb(nbytes),
-        metrics=ev.metrics, timing=ev.timing(train_seconds), provenance=collect_provenance("cpu"),
+        metrics=ev.metrics, timing=ev.timing(train_seconds), provenance=collect_provenance(expert.device),
         extra={"method": expert.info.method, "paper": expert.info.paper, "repo": expert.info.repo},
     )
 
