@@ -76,3 +76,15 @@ def versions() -> dict[str, str | None]:
     for name in ("gsplat", "numpy", "typer"):
         out[name] = dist_version(name)
     return out
+
+
+def facts_table(title: str, facts: dict[str, object]):
+    """A two-column rich table (bold key, value) of ``facts``, for summaries of one thing."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in facts.items():
+        table.add_row(key, str(value))
+    return table

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from moegs_bench.cli._common import UserError
+from moegs_bench.cli._common import UserError, facts_table
 
 
 def parse_frame_range(text: str | None) -> tuple[int, int] | None:
@@ -44,7 +44,6 @@ def run_synth(out: Path, *, scene: str | None, frames: int, width: int, height: 
 
 def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_json: bool) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     from moegs_bench.data import load_scene
 
@@ -73,9 +72,4 @@ def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_
     if as_json:
         print(json.dumps(facts, indent=2, default=str))
         return
-    table = Table(title=f"{scene.format}: {scene.name}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in facts.items():
-        table.add_row(key, str(value))
-    Console().print(table)
+    Console().print(facts_table(f"{scene.format}: {scene.name}", facts))

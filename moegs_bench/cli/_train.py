@@ -28,12 +28,9 @@ def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str,
 
 
 def print_record(console, record, out: Path) -> None:
-    from rich.table import Table
+    from moegs_bench.cli._common import facts_table
 
     m, t = record.metrics, record.timing
-    table = Table(title=f"{record.name} on {record.scene}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
     rows = {
         "test PSNR": f"{m.psnr:.2f} dB", "test SSIM": f"{m.ssim:.4f}",
         "test LPIPS": f"{m.lpips:.4f}" if m.lpips is not None else f"unavailable ({m.lpips_unavailable_reason})",
@@ -41,6 +38,4 @@ def print_record(console, record, out: Path) -> None:
         "train time": f"{t.train_seconds:.1f} s", "render": f"{t.render_fps:.1f} FPS ({t.render_ms_per_frame:.1f} ms)",
         "results": str(out / "results.json"),
     }
-    for k, v in rows.items():
-        table.add_row(k, v)
-    console.print(table)
+    console.print(facts_table(f"{record.name} on {record.scene}", rows))
