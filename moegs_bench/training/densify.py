@@ -127,9 +127,9 @@ class Densifier:
         # the split parents are replaced by their children; then prune
         keep = ~split
         table.edit_rows(keep=keep, new_rows=new_rows, optimizers=optimizers)
-        m = new_rows["means"].shape[0] if "means" in new_rows else 0
         dev = keep.device
-        max_radii = torch.cat([self.max_radii[keep], torch.zeros(m, device=dev)])
+        new = clone_idx.numel() + split_idx.numel()  # rows appended after the kept ones
+        max_radii = torch.cat([self.max_radii[keep], torch.zeros(new, device=dev)])
 
         opac = torch.sigmoid(table[_one(table, "logit_opacity")])
         prune = opac.reshape(len(table), -1).max(dim=1).values < c.prune_opacity
