@@ -55,10 +55,16 @@ class _Tiles:
     counts: Tensor  # [T] Gaussians per tile
     ranks: Tensor  # [M] depth rank of the Gaussian of each pair
     chunks: list[tuple[int, int, int]]  # (first tile, end tile, padded Gaussians per tile)
+    groups: int = 1  # lists per image tile: tile_ids are slots ``image tile * groups + group``
 
 
-def _intersect(params: Tensor, radii: Tensor, width: int, height: int) -> _Tiles:
-    """List the tiles touched by the pixel box of each Gaussian (``params`` in depth order)."""
+def _intersect(params: Tensor, radii: Tensor, width: int, height: int, group: Tensor | None = None,
+               groups: int = 1) -> _Tiles:
+    """List the tiles touched by the pixel box of each Gaussian (``params`` in depth order).
+
+    With ``group [n]`` (ids in ``[0, groups)``), each image tile holds one list per group: the
+    slot of a pair is ``tile * groups + group``, so every group composites on its own.
+    """
     dev = params.device
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     r = radii.to(params.dtype)
@@ -77,12 +83,15 @@ def _intersect(params: Tensor, radii: Tensor, width: int, height: int) -> _Tiles
     nx_r = nx.index_select(0, rank)
     row = torch.div(local, nx_r, rounding_mode="floor")
     tile = (ty0.index_select(0, rank) + row) * tiles_x + tx0.index_select(0, rank) + (local - row * nx_r)
-    by_tile = _stable_argsort(tile, tiles_x * tiles_y)  # depth order kept inside a tile
+    if group is not None:
+        tile = tile * groups + group.index_select(0, rank)
+    n_slots = tiles_x * tiles_y * groups
+    by_tile = _stable_argsort(tile, n_slots)  # depth order kept inside a slot
     ranks = rank.index_select(0, by_tile)
-    counts_all = torch.bincount(tile, minlength=tiles_x * tiles_y)
+    counts_all = torch.bincount(tile, minlength=n_slots)
     starts_all = torch.cumsum(counts_all, 0) - counts_all
     tile_ids = torch.nonzero(counts_all).squeeze(1)
-    return _plan(_Tiles(tiles_x, tiles_y, tile_ids, starts_all[tile_ids], counts_all[tile_ids], ranks, []))
+    return _plan(_Tiles(tiles_x, tiles_y, tile_ids, starts_all[tile_ids], counts_all[tile_ids], ranks, [], groups))
 
 
 def _plan(tiles: _Tiles) -> _Tiles:
@@ -97,7 +106,9 @@ def _plan(tiles: _Tiles) -> _Tiles:
         j = min(n_tiles, i + max(1, CHUNK // (g * TILE * TILE)))
         chunks.append((i, j, g))
         i = j
-    return _Tiles(tiles.tiles_x, tiles.tiles_y, tiles.tile_ids[keep], tiles.starts[keep], counts, tiles.ranks, chunks)
+    return _Tiles(
+        tiles.tiles_x, tiles.tiles_y, tiles.tile_ids[keep], tiles.starts[keep], counts, tiles.ranks, chunks, tiles.groups
+    )
 
 
 @dataclass
@@ -132,8 +143,9 @@ def _block(
     # offsets to the pixel centres (x', y') are taken from the tile centre, so the quadratic form
     # sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2 (dx = ex - x', dy = ey - y') expands into six
     # small coefficients times the monomials of (x', y'): one matmul for the whole block
-    cx = ((tid % tiles.tiles_x) * TILE).to(dt)[:, None] + TILE / 2
-    cy = (torch.div(tid, tiles.tiles_x, rounding_mode="floor") * TILE).to(dt)[:, None] + TILE / 2
+    img_tile = tid if tiles.groups == 1 else torch.div(tid, tiles.groups, rounding_mode="floor")
+    cx = ((img_tile % tiles.tiles_x) * TILE).to(dt)[:, None] + TILE / 2
+    cy = (torch.div(img_tile, tiles.tiles_x, rounding_mode="floor") * TILE).to(dt)[:, None] + TILE / 2
     ex, ey = p[..., 0] - cx, p[..., 1] - cy  # [T, G]
     a, b_, c = p[..., 2], p[..., 3], p[..., 4]
     ax_by, bx_cy = a * ex + b_ * ey, b_ * ex + c * ey
@@ -181,23 +193,26 @@ def _below(value: float, dtype: torch.dtype) -> float:
 
 
 def _to_tiles(img: Tensor, tiles: _Tiles) -> Tensor:
-    """[H, W, C] image -> [n_tiles, P, C], zero padded at the right and bottom borders."""
-    H, W, C = img.shape
-    pad = img.new_zeros(tiles.tiles_y * TILE, tiles.tiles_x * TILE, C)
-    pad[:H, :W] = img
-    return pad.view(tiles.tiles_y, TILE, tiles.tiles_x, TILE, C).permute(0, 2, 1, 3, 4).reshape(-1, TILE * TILE, C)
+    """[G, H, W, C] images -> [n_tiles * G, P, C] (slot = tile * G + group), zero padded at the
+    right and bottom borders."""
+    G, H, W, C = img.shape
+    pad = img.new_zeros(G, tiles.tiles_y * TILE, tiles.tiles_x * TILE, C)
+    pad[:, :H, :W] = img
+    pad = pad.view(G, tiles.tiles_y, TILE, tiles.tiles_x, TILE, C).permute(1, 3, 0, 2, 4, 5)
+    return pad.reshape(-1, TILE * TILE, C)
 
 
 def _from_tiles(t: Tensor, tiles: _Tiles, width: int, height: int) -> Tensor:
-    """Inverse of ``_to_tiles``."""
-    C = t.shape[-1]
-    img = t.view(tiles.tiles_y, tiles.tiles_x, TILE, TILE, C).permute(0, 2, 1, 3, 4)
-    return img.reshape(tiles.tiles_y * TILE, tiles.tiles_x * TILE, C)[:height, :width]
+    """Inverse of ``_to_tiles``: [n_tiles * G, P, C] -> [G, H, W, C]."""
+    C, G = t.shape[-1], tiles.groups
+    img = t.view(tiles.tiles_y, tiles.tiles_x, G, TILE, TILE, C).permute(2, 0, 3, 1, 4, 5)
+    return img.reshape(G, tiles.tiles_y * TILE, tiles.tiles_x * TILE, C)[:, :height, :width]
 
 
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, radii, depths, width, height):
+    def forward(ctx, means2d, conics, colors, opacities, backgrounds, radii, depths, width, height, group, groups,
+                geo_channels):
         dev, dt = colors.device, colors.dtype
         visible = torch.nonzero((radii > 0).all(-1)).squeeze(1)
         order = visible[torch.sort(depths.detach()[visible], stable=True).indices]  # [n]
@@ -205,10 +220,10 @@ class _RasterizeToPixels(torch.autograd.Function):
             [means2d.detach()[order], conics.detach()[order], opacities.detach()[order, None]], 1
         ).to(dt)  # [n, 6] (mx, my, a, b, c, o) by depth rank
         col_sorted = colors.detach()[order]  # [n, D]
-        tiles = _intersect(params, radii[order], width, height)
-        n_tiles, P, D = tiles.tiles_x * tiles.tiles_y, TILE * TILE, colors.shape[1]
-        out = torch.zeros(n_tiles, P, D, dtype=dt, device=dev)
-        t_final = torch.ones(n_tiles, P, dtype=dt, device=dev)
+        tiles = _intersect(params, radii[order], width, height, None if group is None else group[order], groups)
+        n_slots, P, D = tiles.tiles_x * tiles.tiles_y * groups, TILE * TILE, colors.shape[1]
+        out = torch.zeros(n_slots, P, D, dtype=dt, device=dev)
+        t_final = torch.ones(n_slots, P, dtype=dt, device=dev)
         n_live = torch.zeros_like(tiles.counts)
         col_one = torch.cat([col_sorted, torch.ones_like(col_sorted[:, :1])], 1)  # [n, D + 1]
         need_grad = any(ctx.needs_input_grad[:5])
@@ -241,9 +256,11 @@ class _RasterizeToPixels(torch.autograd.Function):
         if backgrounds is not None:
             out = out + t_final[..., None] * backgrounds.detach()
         # the backward pass only needs each tile's Gaussians up to its last transmittance stop
-        tiles = _plan(_Tiles(tiles.tiles_x, tiles.tiles_y, tiles.tile_ids, tiles.starts, n_live, tiles.ranks, []))
+        tiles = _plan(
+            _Tiles(tiles.tiles_x, tiles.tiles_y, tiles.tile_ids, tiles.starts, n_live, tiles.ranks, [], tiles.groups)
+        )
         ctx.tiles, ctx.order, ctx.size = tiles, order, (width, height, means2d.shape[0])
-        ctx.has_bg = backgrounds is not None
+        ctx.has_bg, ctx.geo_channels = backgrounds is not None, geo_channels
         ctx.save_for_backward(params, col_sorted, t_final, backgrounds if ctx.has_bg else t_final.new_zeros(0))
         img = _from_tiles(out, tiles, width, height)
         alphas = _from_tiles(1.0 - t_final[..., None], tiles, width, height)
@@ -255,11 +272,12 @@ class _RasterizeToPixels(torch.autograd.Function):
         tiles, order = ctx.tiles, ctx.order
         width, height, size = ctx.size
         n, D = col_sorted.shape
+        Dg = D if ctx.geo_channels is None else ctx.geo_channels  # channels whose gradient reaches geometry
         dt = params.dtype
-        v_c = _to_tiles(v_img.to(dt), tiles)  # [n_tiles, P, D]
-        v_a = _to_tiles(v_alphas.to(dt), tiles)[..., 0]  # [n_tiles, P]
+        v_c = _to_tiles(v_img.to(dt), tiles)  # [n_slots, P, D]
+        v_a = _to_tiles(v_alphas.to(dt), tiles)[..., 0]  # [n_slots, P]
         # dL/dalpha through the final transmittance (alpha output and background)
-        tail = t_final * (v_a - (v_c @ bg if ctx.has_bg else 0.0))  # [n_tiles, P]
+        tail = t_final * (v_a - (v_c[..., :Dg] @ bg[:Dg] if ctx.has_bg else 0.0))  # [n_slots, P]
         # per (tile, Gaussian) pair: d colour (D), then sums of s, s dx, s dy, s dx^2, s dx dy, s dy^2
         per_pair = params.new_zeros(len(tiles.ranks) + 1, D + 6)  # last row absorbs padding
         moments = _monomials(dt, params.device)  # [P, 6]
@@ -269,7 +287,7 @@ class _RasterizeToPixels(torch.autograd.Function):
             vc = v_c[b.tile_ids]  # [T, P, D]
             col = col_sorted.index_select(0, b.rank.view(-1)).view(T, g, D)
             w = b.alpha * b.trans  # [T, G, P]
-            q = torch.bmm(col, vc.transpose(1, 2))  # [T, G, P] colour . dL/dC
+            q = torch.bmm(col[..., :Dg], vc[..., :Dg].transpose(1, 2))  # [T, G, P] colour . dL/dC
             wq = w * q
             # sum of w q over the fragments behind, accumulated back to front as in gsplat
             behind = torch.zeros_like(wq)
@@ -320,8 +338,8 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_conics = scatter(v_rank[:, 2:5]) if need[1] else None
         v_colors = scatter(sums[:, :D]) if need[2] else None
         v_opac = scatter(v_rank[:, 5]) if need[3] else None
-        v_bg = (t_final[..., None] * v_c).sum((0, 1)) if need[4] and ctx.has_bg else None
-        return v_means2d, v_conics, v_colors, v_opac, v_bg, None, None, None, None
+        v_bg = (t_final[..., None] * v_c).sum((0, 1)) if need[4] and ctx.has_bg else None  # [D]
+        return v_means2d, v_conics, v_colors, v_opac, v_bg, None, None, None, None, None, None, None
 
 
 def rasterize_to_pixels(
@@ -339,6 +357,33 @@ def rasterize_to_pixels(
 
     Differentiable w.r.t. means2d, conics, colors, opacities and backgrounds.
     """
+    img, alpha = _RasterizeToPixels.apply(
+        means2d, conics, colors, opacities, backgrounds, radii, depths, width, height, None, 1, None
+    )
+    return img[0], alpha[0]
+
+
+def rasterize_to_pixels_grouped(
+    means2d: Tensor,  # [N, 2]
+    conics: Tensor,  # [N, 3]
+    colors: Tensor,  # [N, D]
+    opacities: Tensor,  # [N]
+    radii: Tensor,  # [N, 2] int, 0 = culled
+    depths: Tensor,  # [N]
+    group: Tensor,  # [N] int in [0, groups)
+    groups: int,
+    width: int,
+    height: int,
+    backgrounds: Tensor | None = None,  # [D]
+    geo_channels: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Composite each group on its own in one pass: ``(colors [G, H, W, D], alphas [G, H, W, 1])``.
+
+    One depth sort and one tile list for all Gaussians; each (tile, group) keeps its own
+    transmittance, so group g's image equals ``rasterize_to_pixels`` of group g's Gaussians alone.
+    ``geo_channels = c`` lets only the first c channels (and the alphas) send gradients to the
+    geometry (means2d, conics, opacities): the others composite geometry as if it were detached.
+    """
     return _RasterizeToPixels.apply(
-        means2d, conics, colors, opacities, backgrounds, radii, depths, width, height
+        means2d, conics, colors, opacities, backgrounds, radii, depths, width, height, group, groups, geo_channels
     )
