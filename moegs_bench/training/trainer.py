@@ -9,9 +9,7 @@ derived from the seed, so a resumed run continues exactly as an uninterrupted on
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,22 +23,17 @@ from tqdm import tqdm
 from .._checks import InputError
 from ..cameras import Camera
 from ..data.scene import Frame, Scene
-from ..io import atomic_write
 from ..metrics import LpipsMetric, dssim, storage_mb
 from ..render import rasterize
 from ..results import ResultRecord, collect_provenance, read_record, write_record
+from ..run_folder import RunFolderError, claim_folder, read_identity
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .densify import Densifier
 from .evaluate import evaluate
 
-RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
 FINAL_CKPT = "expert.pt"
 LATEST_CKPT = "checkpoints/latest.pt"
-
-
-class RunFolderError(InputError):
-    """The output folder holds another run, or a partial run that was not asked to resume."""
 
 
 @dataclass
@@ -215,30 +208,13 @@ def _build(expert_cls: type, config: Any, scene: Scene, seed: int) -> Any:
 
 
 def _claim_folder(out_dir: Path, identity: dict, *, resume: bool, force: bool) -> None:
-    """Make ``out_dir`` ours: refuse another run's folder or an unasked resume; ``force`` clears
-    what a previous run of ours wrote (only our own files)."""
-    run_file = out_dir / RUN_FILE
-    if run_file.is_file():
-        try:
-            previous = json.loads(run_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RunFolderError(f"{run_file}: unreadable ({e}); choose another --out") from None
-        if previous != identity and not force:
-            diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-            raise RunFolderError(f"{out_dir}: holds a different run (differs in {', '.join(diff)}); choose "
-                                 "another --out or pass --force to replace it")
-        if force:
-            for name in (RESULTS_FILE, FINAL_CKPT, LATEST_CKPT):
-                (out_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(out_dir / "renders", ignore_errors=True)
-        elif (out_dir / LATEST_CKPT).is_file() and not (out_dir / FINAL_CKPT).is_file() and not resume:
-            raise RunFolderError(f"{out_dir}: holds an unfinished run ({LATEST_CKPT}); pass --resume to continue "
-                                 "it or --force to start over")
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise RunFolderError(f"{out_dir}: exists and is not a moegs-bench expert run (no {RUN_FILE}); choose "
-                             "another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_file, lambda p: p.write_text(json.dumps(identity, indent=2) + "\n"))
+    """Make ``out_dir`` ours (see :func:`claim_folder`); an unfinished run continues only with ``resume``."""
+    unfinished = (out_dir / LATEST_CKPT).is_file() and not (out_dir / FINAL_CKPT).is_file()
+    if unfinished and not resume and not force and read_identity(out_dir) == identity:
+        raise RunFolderError(f"{out_dir}: holds an unfinished run ({LATEST_CKPT}); pass --resume to continue "
+                             "it or --force to start over")
+    claim_folder(out_dir, identity, what="expert run", owned=(RESULTS_FILE, FINAL_CKPT, LATEST_CKPT, "renders"),
+                 force=force)
 
 
 class _ImageSource:
