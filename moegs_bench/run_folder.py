@@ -49,4 +49,5 @@ def claim_folder(out_dir: Path, identity: dict, *, what: str, owned: Sequence[st
         raise RunFolderError(f"{out_dir}: exists and is not a moegs-bench {what} (no {RUN_FILE}); choose "
                              "another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / RUN_FILE, lambda p: p.write_text(json.dumps(identity, indent=2) + "\n"))
+    if previous != identity:  # a rerun leaves the folder untouched
+        atomic_write(out_dir / RUN_FILE, lambda p: p.write_text(json.dumps(identity, indent=2) + "\n"))

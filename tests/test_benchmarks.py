@@ -22,3 +22,27 @@ def test_raster_benchmark_quick():
         assert fwd > 0 and bwd > 0 and abs(total - fwd - bwd) < 0.2
         assert 0.05 < coverage <= 1.0, "the benchmark scene should cover part of the image"
         assert rss > 0
+
+
+def test_multi_expert_benchmark_quick():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "multi_expert.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    lines = out.splitlines()
+    # exact renders each expert with its own transmittance: equal to separate up to round-off
+    sanity = [line for line in lines if line.startswith("exact vs separate")]
+    assert len(sanity) == 1, out
+    diffs = [float(part.split("=")[1]) for part in sanity[0].split(":", 1)[1].split(",")]
+    assert len(diffs) == 2 and all(0 <= d < 1e-4 for d in diffs), out
+    # table rows: K, N/expert, WxH, ref / sep / merged / exact ms, ref/exact, sep/exact
+    rows = [r for r in (line.split() for line in lines) if len(r) == 9 and r[0].isdigit() and "x" in r[2]]
+    assert len(rows) == 1, out
+    for r in rows:
+        assert int(r[0]) == 4 and int(r[1]) > 0, out
+        ref, sep, merged, exact, ref_ratio, sep_ratio = map(float, r[3:])
+        assert min(ref, sep, merged, exact) > 0, out
+        # the printed ratios are the ratios of the times, up to the printed rounding (0.005)
+        for num, ratio in ((ref, ref_ratio), (sep, sep_ratio)):
+            lo, hi = (num - 0.005) / (exact + 0.005), (num + 0.005) / (exact - 0.005)
+            assert lo - 0.005 <= ratio <= hi + 0.005, out

@@ -336,6 +336,121 @@ def train_expert(
                          progress=progress)
 
 
+class RouterVariant(str, Enum):
+    """Router variants (paper Table 4)."""
+
+    volume_aware = "volume-aware"
+    pixel = "pixel"
+    volume = "volume"
+
+
+class MultiRenderMode(str, Enum):
+    """Ways to render K experts (README, "Multi-expert rendering")."""
+
+    reference = "reference"
+    separate = "separate"
+    merged = "merged"
+    exact = "exact"
+
+
+@app.command("run")
+def run(
+    experts: Annotated[
+        str, typer.Option("--experts", "-e", metavar="ID,ID[,...]",
+                          help="Two or more expert ids, comma-separated (see [cyan]moegs-bench experts list[/cyan]).",
+                          show_default=False),
+    ],
+    scene: Annotated[
+        str | None,
+        typer.Option("--scene", "-s", metavar="SPEC",
+                     help="[b]synthetic:NAME[/b] (kitchen, windy, carousel, juggler; generated on first use), "
+                          "[b]FORMAT:PATH[/b] or [b]PATH[/b]. Default: synthetic:kitchen.",
+                     show_default=False),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Parent folder of the run folder."),
+    ] = Path("runs"),
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Run folder name inside OUT (default: SCENE_EXPERT+EXPERT...).", show_default=False),
+    ] = None,
+    profile: Annotated[
+        Profile, typer.Option("--profile", "-p", case_sensitive=False,
+                              help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the papers' N3V settings "
+                                   "(experts and router)."),
+    ] = Profile.tiny,
+    router: Annotated[
+        RouterVariant, typer.Option("--router", case_sensitive=False,
+                                    help="[b]volume-aware[/b] (the paper's), [b]pixel[/b] (2D weights only) or "
+                                         "[b]volume[/b] (per-Gaussian weights, no per-pixel softmax)."),
+    ] = RouterVariant.volume_aware,
+    render_mode: Annotated[
+        MultiRenderMode, typer.Option("--render-mode", case_sensitive=False,
+                                      help="[b]exact[/b] (one pass, one transmittance per expert), [b]separate[/b] "
+                                           "(K passes), [b]merged[/b] (the paper's single pass: experts occlude each "
+                                           "other) or [b]reference[/b] (the released code's 2K passes)."),
+    ] = MultiRenderMode.exact,
+    temperature: Annotated[
+        float | None,
+        typer.Option("--temperature", min=1e-6, show_default=False,
+                     help="Softmax temperature T, the same in training and evaluation (default: the profile's)."),
+    ] = None,
+    reference_temperature: Annotated[
+        bool, typer.Option("--reference-temperature",
+                           help="Do what the authors' code does: train with T=0.01, evaluate with T=1."),
+    ] = False,
+    finetune_experts: Annotated[
+        bool, typer.Option("--finetune-experts", help="Train the experts jointly with the router (default: frozen)."),
+    ] = False,
+    expert_iterations: Annotated[
+        int | None, typer.Option("--expert-iterations", min=1, show_default=False,
+                                 help="Expert training steps instead of the profile's."),
+    ] = None,
+    router_iterations: Annotated[
+        int | None, typer.Option("--router-iterations", min=1, show_default=False,
+                                 help="Router training steps instead of the profile's."),
+    ] = None,
+    expert_runs: Annotated[
+        list[str] | None,
+        typer.Option("--expert-run", metavar="ID=FOLDER",
+                     help="Use this finished [cyan]train-expert[/cyan] folder for expert ID (repeatable); it must "
+                          "be trained on the same scene.", show_default=False),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (experts and router; deterministic on CPU).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Redo a finished run (the expert cache is kept).")] = False,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", metavar="MODULE:CLASS", help="Load an Expert subclass not installed as an entry point.",
+                     show_default=False),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Cache for generated scenes, decoded images and trained experts "
+                                     "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Train and evaluate a MoE-GS mixture: experts, router, test metrics, gate maps and a video.
+
+    Experts with a finished training for this scene and configuration are reused from the cache
+    (or from [cyan]--expert-run[/cyan]); the others are trained first. Then the router is trained with
+    the experts frozen, and every expert and the mixture are evaluated on the test views. The run
+    folder [cyan]OUT/NAME/[/cyan] holds [cyan]run.json[/cyan], [cyan]results/*.json[/cyan],
+    [cyan]renders/test/[/cyan], [cyan]gates/[/cyan] and [cyan]video/mixture_gates.mp4[/cyan]. Rerunning the
+    same command resumes a killed run, or reports a finished one.
+    """
+    from moegs_bench.cli._run import run_mixture_cli
+
+    with user_errors():
+        run_mixture_cli(
+            experts=experts, scene=scene, out=out, name=name, profile=profile.value, router=router.value,
+            render_mode=render_mode.value, temperature=temperature, reference_temperature=reference_temperature,
+            finetune_experts=finetune_experts, expert_iterations=expert_iterations,
+            router_iterations=router_iterations, expert_runs=expert_runs or [], seed=seed, force=force,
+            plugins=plugins or [], cache=cache, progress=progress,
+        )
+
+
 def main() -> None:
     """Console-script entry point (``moegs-bench``)."""
     app(prog_name="moegs-bench")

@@ -1,0 +1,262 @@
+"""``moegs-bench run``: experts (reused or trained), router training, evaluation, gate maps, video.
+
+Run folder::
+
+    run.json                 the resolved configuration (the run's identity)
+    experts.json             where each expert came from (cache folder or --expert-run), reused or not
+    router/latest.pt         periodic router checkpoint while training (a killed run resumes from it)
+    router/mixture.pt        the trained router: per-Gaussian router columns and the pixel MLP
+    renders/test/*.png       the mixture's test renders
+    gates/<view>.png         gate maps of the first test views: winning expert per pixel (legend)
+                             and one heatmap per expert
+    video/mixture_gates.mp4  the mixture next to its gate map over time, seen by the first test camera
+    results/<expert>.json    each expert's results record (copied from its training run)
+    results/mixture.json     the mixture's results record (written last: the run is finished)
+
+Experts come from a shared cache keyed by scene, expert, profile, configuration, seed and code
+version (``<cache>/experts/<scene>/<expert>-<profile>-<key>/``, each a ``train-expert`` run
+folder), or from finished ``train-expert`` folders named with ``--expert-run``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from ._checks import InputError
+from .data.scene import Scene
+from .io import atomic_write
+from .metrics import LpipsMetric, storage_mb
+from .results import ResultRecord, collect_provenance, read_record, write_record
+from .run_folder import RunFolderError, claim_folder, read_identity
+from .training.evaluate import evaluate
+
+ROUTER_FINAL = "router/mixture.pt"
+ROUTER_LATEST = "router/latest.pt"
+MIXTURE_RECORD = "results/mixture.json"
+OWNED = ("experts.json", "router", "renders", "gates", "video", "results")
+GATE_VIEWS = 4  # gate-map figures for the first test views
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    experts: tuple[str, ...]
+    scene_spec: str  # canonical
+    profile: str
+    router: Any  # router.mixture.RouterConfig
+    seed: int = 0
+    expert_iterations: int | None = None
+    expert_runs: tuple[tuple[str, str], ...] = ()  # (expert id, finished train-expert folder)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "moegs-bench/mixture-run", "experts": list(self.experts), "scene": self.scene_spec,
+                "profile": self.profile, "seed": self.seed, "expert_iterations": self.expert_iterations,
+                "expert_runs": {k: v for k, v in self.expert_runs}, "router": self.router.to_dict(),
+                "code_version": __version__}
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    experts: list[ResultRecord]
+    mixture: ResultRecord
+    reused: bool  # a finished run was found and reported
+
+
+def scene_slug(scene_spec: str) -> str:
+    """A folder name for a scene spec (``synthetic:kitchen`` -> ``synthetic-kitchen``)."""
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", scene_spec).strip("-")
+    if len(slug) > 60:
+        slug = slug[-40:] + "-" + hashlib.sha256(scene_spec.encode()).hexdigest()[:8]
+    return slug or "scene"
+
+
+def default_run_name(scene_spec: str, experts: Sequence[str]) -> str:
+    return f"{scene_slug(scene_spec)}_{'+'.join(experts)}"
+
+
+def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type, config: Any, profile: str,
+                        seed: int) -> Path:
+    """The shared cache folder of one expert training (keyed by everything that changes its result)."""
+    key = {"expert": expert_cls.info.id, "state_version": expert_cls.state_version, "profile": profile,
+           "config": config.to_dict(), "scene": scene_spec, "seed": seed, "code_version": __version__}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root / scene_slug(scene_spec) / f"{expert_cls.info.id}-{profile}-{digest}"
+
+
+def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str, Any]:
+    """The ``run.json`` of a finished ``train-expert`` folder of ``expert_id`` on ``scene_spec``."""
+    from .training.trainer import FINAL_CKPT, RESULTS_FILE
+
+    identity = read_identity(folder)
+    if identity is None:
+        raise InputError(f"--expert-run {expert_id}={folder}: not a train-expert run folder (no run.json)")
+    if identity.get("expert") != expert_id:
+        raise InputError(f"--expert-run {expert_id}={folder}: holds expert {identity.get('expert')!r}, "
+                         f"not {expert_id!r}")
+    if identity.get("scene") != scene_spec:
+        raise InputError(f"--expert-run {expert_id}={folder}: trained on scene {identity.get('scene')!r}, "
+                         f"this run's scene is {scene_spec!r}")
+    if not (folder / FINAL_CKPT).is_file() or not (folder / RESULTS_FILE).is_file():
+        raise InputError(f"--expert-run {expert_id}={folder}: training is not finished (no {FINAL_CKPT} / "
+                         f"{RESULTS_FILE}); finish it with train-expert --resume")
+    return identity
+
+
+def run_mixture(
+    request: RunRequest, scene: Scene, out_dir: Path, *, registry: Any, cache_root: Path,
+    force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+) -> RunResult:
+    """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc."""
+    from .router.mixture import Mixture
+    from .router.train import train_router
+    from .training.trainer import RESULTS_FILE, train_expert
+
+    out_dir = Path(out_dir)
+    if len(request.experts) < 2:
+        raise InputError(f"--experts: a mixture needs at least two experts, got {', '.join(request.experts)}")
+    classes = [registry.get(e) for e in request.experts]
+    runs = dict(request.expert_runs)
+    unknown = sorted(set(runs) - set(request.experts))
+    if unknown:
+        raise InputError(f"--expert-run names {', '.join(unknown)}, which is not in --experts")
+    sources = {e: check_expert_run(Path(runs[e]), e, request.scene_spec) for e in runs}
+    claim_folder(out_dir, request.identity(), what="mixture run", owned=OWNED, force=force)
+    if (out_dir / MIXTURE_RECORD).is_file():
+        log(f"{out_dir}: finished run found; reporting it (pass --force to redo)")
+        return RunResult(out_dir, [read_record(out_dir / "results" / f"{e}.json") for e in request.experts],
+                         read_record(out_dir / MIXTURE_RECORD), reused=True)
+
+    # 1. experts: reuse finished trainings, train (or resume) the others in the shared cache
+    experts, records, provenance = [], [], {}
+    for cls in classes:
+        eid = cls.info.id
+        if eid in sources:
+            ident = sources[eid]
+            config, profile, folder = cls.config_class.from_dict(ident["config"]), ident["profile"], Path(runs[eid])
+            seed = ident["seed"]
+        else:
+            config, profile, seed = cls.profile(request.profile), request.profile, request.seed
+            if request.expert_iterations is not None:
+                config = config.with_iterations(request.expert_iterations)
+            folder = expert_cache_folder(cache_root, request.scene_spec, cls, config, profile, seed)
+        finished = (folder / RESULTS_FILE).is_file()
+        log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
+        trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config, profile=profile,
+                               seed=seed, resume=True, progress=progress, log=log)
+        experts.append(trained.expert)
+        records.append(trained.record)
+        provenance[eid] = {"folder": str(folder), "reused": finished, "profile": profile,
+                           "train_seconds": trained.record.timing.train_seconds}
+    _write_json(out_dir / "experts.json", provenance)
+
+    # 2. router
+    mixture = Mixture(experts, request.router)
+    final = out_dir / ROUTER_FINAL
+    if final.is_file():
+        from .router.train import load_router_checkpoint
+
+        ck = load_router_checkpoint(final, mixture)
+        mixture.load_router_state(ck["router"])
+        router_seconds = ck["elapsed"]
+        log(f"router already trained ({final})")
+    else:
+        latest = out_dir / ROUTER_LATEST
+        router_seconds = train_router(mixture, scene, latest, seed=request.seed, progress=progress, log=log)
+        _save_router(final, mixture, router_seconds)
+        latest.unlink(missing_ok=True)
+    mixture.eval()
+
+    # 3. evaluation, gate maps, video; the mixture record last
+    bg = scene.background
+    T = request.router.test_temperature
+    render = lambda f: mixture(f.camera, bg, temperature=T).image  # noqa: E731
+    log(f"evaluating the mixture on {len(scene.test)} test views")
+    ev = evaluate(render, scene, out_dir=out_dir / "renders" / "test", lpips=LpipsMetric())
+    write_gate_maps(mixture, scene, out_dir / "gates", T)
+    write_gate_video(mixture, scene, out_dir / "video" / "mixture_gates.mp4", T)
+    (out_dir / "results").mkdir(exist_ok=True)
+    for eid, rec in zip(request.experts, records):
+        write_record(out_dir / "results" / f"{eid}.json", rec)
+    mixture_record = _mixture_record(mixture, request, ev, records, router_seconds)
+    write_record(out_dir / MIXTURE_RECORD, mixture_record)
+    return RunResult(out_dir, records, mixture_record, reused=False)
+
+
+def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord], router_seconds: float):
+    from .router.gate import ROUTER_COLUMNS
+
+    n = sum(e.num_gaussians for e in mixture.experts)
+    router_bytes = 4 * len(ROUTER_COLUMNS) * n + sum(p.numel() * p.element_size() for p in mixture.router.parameters())
+    nbytes = sum(r.storage_bytes for r in records) + router_bytes
+    expert_seconds = {r.name: r.timing.train_seconds for r in records}
+    return ResultRecord(
+        kind="mixture", name="moe-gs:" + "+".join(request.experts), scene=request.scene_spec,
+        config={"profile": request.profile, "experts": list(request.experts), "router": request.router.to_dict(),
+                "expert_iterations": request.expert_iterations},
+        seed=request.seed, num_gaussians=n, storage_bytes=nbytes, storage_mb=storage_mb(nbytes),
+        metrics=ev.metrics, timing=ev.timing(router_seconds + sum(expert_seconds.values())),
+        provenance=collect_provenance(mixture.experts[0].device),
+        extra={"router_train_seconds": router_seconds, "expert_train_seconds": expert_seconds,
+               "router_storage_bytes": router_bytes, "render_mode": request.router.render_mode,
+               "test_temperature": request.router.test_temperature},
+    )
+
+
+def _save_router(path: Path, mixture, seconds: float) -> None:
+    from .router.train import FORMAT, FORMAT_VERSION
+
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "experts": mixture.expert_ids,
+            "config": mixture.config.to_dict(), "step": mixture.config.iterations, "elapsed": seconds,
+            "router": mixture.router_state(), "optimizer": None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: torch.save(data, p))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+@torch.no_grad()
+def write_gate_maps(mixture, scene: Scene, folder: Path, temperature: float, views: int = GATE_VIEWS) -> list[Path]:
+    """Gate-map figures (winner map with legend, per-expert heatmaps) of the first test views."""
+    from moegs_bench.reports.gate_maps import save_gate_figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for frame in list(scene.test)[:views]:
+        out = mixture(frame.camera, scene.background, temperature=temperature)
+        path = folder / (frame.key.replace("/", "__") + ".png")
+        save_gate_figure(path, out.gates, mixture.expert_ids, image=out.image.clamp(0, 1),
+                         title=f"{frame.key} (t = {frame.camera.time:.2f})")
+        paths.append(path)
+    return paths
+
+
+@torch.no_grad()
+def write_gate_video(mixture, scene: Scene, path: Path, temperature: float, fps: int = 10) -> int:
+    """The mixture next to its winner map at every frame time, seen by the first test camera."""
+    from moegs_bench.reports.gate_maps import video_frame, write_video
+
+    camera = scene.test[0].camera
+    times = [i / scene.num_frames for i in range(scene.num_frames)]  # t = frame index / frames
+
+    def frames():
+        for t in times:
+            out = mixture(replace(camera, time=t), scene.background, temperature=temperature)
+            yield video_frame(out.image.clamp(0, 1), out.gates)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_video(path, frames(), fps=fps)
+
+
+__all__ = ["RunFolderError", "RunRequest", "RunResult", "check_expert_run", "default_run_name",
+           "expert_cache_folder", "run_mixture", "scene_slug", "write_gate_maps", "write_gate_video"]
