@@ -280,6 +280,21 @@ class Profile(str, Enum):
     paper = "paper"
 
 
+#: Options shared by the commands that train (train-expert, run).
+_SceneOption = Annotated[
+    str | None,
+    typer.Option("--scene", "-s", metavar="SPEC",
+                 help="[b]synthetic:NAME[/b] (kitchen, windy, carousel, juggler; generated on first use), "
+                      "[b]FORMAT:PATH[/b] or [b]PATH[/b]. Default: synthetic:kitchen.",
+                 show_default=False),
+]
+_PluginOption = Annotated[
+    list[str] | None,
+    typer.Option("--plugin", metavar="MODULE:CLASS", help="Load an Expert subclass not installed as an entry point.",
+                 show_default=False),
+]
+
+
 @app.command("train-expert")
 def train_expert(
     expert: Annotated[
@@ -290,13 +305,7 @@ def train_expert(
         Path, typer.Option("--out", "-o", help="Run folder (created; a folder of another run is refused).",
                            show_default=False),
     ],
-    scene: Annotated[
-        str | None,
-        typer.Option("--scene", "-s", metavar="SPEC",
-                     help="[b]synthetic:NAME[/b] (kitchen, windy, carousel, juggler; generated on first use), "
-                          "[b]FORMAT:PATH[/b] or [b]PATH[/b]. Default: synthetic:kitchen.",
-                     show_default=False),
-    ] = None,
+    scene: _SceneOption = None,
     profile: Annotated[
         Profile, typer.Option("--profile", "-p", case_sensitive=False,
                               help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the upstream N3V settings."),
@@ -309,11 +318,7 @@ def train_expert(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (training is deterministic on CPU).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if OUT holds a finished or different run.")] = False,
-    plugins: Annotated[
-        list[str] | None,
-        typer.Option("--plugin", metavar="MODULE:CLASS", help="Load an Expert subclass not installed as an entry point.",
-                      show_default=False),
-    ] = None,
+    plugins: _PluginOption = None,
     cache: Annotated[
         Path | None,
         typer.Option("--cache", help="Cache for generated scenes and decoded images "
@@ -360,13 +365,7 @@ def run(
                           help="Two or more expert ids, comma-separated (see [cyan]moegs-bench experts list[/cyan]).",
                           show_default=False),
     ],
-    scene: Annotated[
-        str | None,
-        typer.Option("--scene", "-s", metavar="SPEC",
-                     help="[b]synthetic:NAME[/b] (kitchen, windy, carousel, juggler; generated on first use), "
-                          "[b]FORMAT:PATH[/b] or [b]PATH[/b]. Default: synthetic:kitchen.",
-                     show_default=False),
-    ] = None,
+    scene: _SceneOption = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Parent folder of the run folder."),
     ] = Path("runs"),
@@ -418,11 +417,7 @@ def run(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (experts and router; deterministic on CPU).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Redo a finished run (the expert cache is kept).")] = False,
-    plugins: Annotated[
-        list[str] | None,
-        typer.Option("--plugin", metavar="MODULE:CLASS", help="Load an Expert subclass not installed as an entry point.",
-                     show_default=False),
-    ] = None,
+    plugins: _PluginOption = None,
     cache: Annotated[
         Path | None,
         typer.Option("--cache", help="Cache for generated scenes, decoded images and trained experts "
