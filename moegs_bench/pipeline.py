@@ -151,7 +151,8 @@ def run_mixture(
         finished = (folder / RESULTS_FILE).is_file()
         log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
         trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config, profile=profile,
-                               seed=seed, resume=True, progress=progress, log=log)
+                               seed=seed, resume=True, progress=progress,
+                               log=(lambda _: None) if finished else log)  # (its "--force to retrain" is not ours)
         experts.append(trained.expert)
         records.append(trained.record)
         provenance[eid] = {"folder": str(folder), "reused": finished, "profile": profile,

@@ -158,3 +158,28 @@ def test_killed_router_training_resumes_to_the_same_router(scene, tmp_path, monk
     for key, value in a["router"].items():
         assert torch.equal(value, b["router"][key]), key
     assert resumed.mixture.metrics.psnr == uninterrupted.mixture.metrics.psnr
+
+
+@pytest.mark.parametrize("finetune", [False, True])
+def test_router_training_moves_the_experts_only_when_fine_tuning(scene, tmp_path, finetune):
+    from moegs_bench.adapters.base import SceneInit
+    from moegs_bench.router.gate import ROUTER_COLUMNS
+    from moegs_bench.router.mixture import Mixture
+    from moegs_bench.router.train import train_router
+
+    loaded, _ = open_scene(str(scene), cache_dir=tmp_path / "cache")
+    registry = Registry.discover()
+    torch.manual_seed(0)
+    experts = [registry.get(e)(registry.get(e).profile("tiny"), SceneInit.from_scene(loaded)) for e in ("static", "stg")]
+    cfg = replace(ROUTER_PROFILES["tiny"], iterations=2, checkpoint_every=0, finetune_experts=finetune)
+    mixture = Mixture(experts, cfg)
+    before = {(e.info.id, n): p.detach().clone() for e in experts for n, p in e.table.items()}
+    seconds = train_router(mixture, loaded, tmp_path / "latest.pt", progress=False, log=lambda s: None)
+    assert seconds > 0 and not (tmp_path / "latest.pt").exists()
+    for (eid, name), old in before.items():
+        new = dict(mixture.experts[[e.info.id for e in experts].index(eid)].table.items())[name]
+        moved = not torch.equal(old, new.detach())
+        if name in ("router_w", "router_w_dir"):
+            assert moved, (eid, name)
+        elif name in ("means", "sh_dc") and name not in ROUTER_COLUMNS:
+            assert moved == finetune, (eid, name, finetune)
