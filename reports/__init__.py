@@ -1,1 +1,1 @@
-"""moegs_bench.reports: placeholder package; see DESIGN.md section 2."""
+"""moegs_bench.reports: gate-map figures and videos (``gate_maps``); LaTeX tables and plots come later."""
