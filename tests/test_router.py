@@ -676,3 +676,10 @@ def test_mixture_blend_matches_its_parts():
         gates = mix.router.gates(multi.router_maps, cam, 0.5)
         torch.testing.assert_close(out.gates, gates, rtol=0, atol=1e-5)
         torch.testing.assert_close(out.image, (gates[..., None] * multi.images).sum(0), rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal of the gsplat backend")
+def test_gsplat_backend_without_cuda_is_refused():
+    experts = overlapping_scene(0)
+    with pytest.raises(InputError, match="backend='gsplat' unavailable"):
+        render_experts(states_of(experts), make_camera(), backend="gsplat")
