@@ -80,6 +80,22 @@ class MixtureRender:
     experts: MultiRender  # the K expert images and router maps
 
 
+def blend_shares(multi: MultiRender, gates: Tensor, background: Tensor, eps: float = 1e-6) -> Tensor:
+    """The blend for ``merged`` rendering: ``I = A sum_k G_k C_k / A_k + (1 - A) bg``.
+
+    Eq. 9 gives each expert's share ``C_k`` of one composite with alpha ``A``; ``C_k / A_k`` is the
+    expert's colour over its own visible fragments (``A_k`` its share of the alpha), and the gates
+    are renormalised over the experts present at the pixel. (Blending the raw shares would darken
+    the image about K-fold; the paper leaves this step open.) ``[H, W, 3]``.
+    """
+    alpha = multi.alphas[0]  # [H, W, 1] shared
+    shares = multi.shares  # [K, H, W, 1]
+    own = (multi.images - (1.0 - alpha) * background) / shares.clamp_min(eps)  # [K, H, W, 3]
+    g = gates[..., None] * (shares > eps).to(gates)  # [K, H, W, 1]
+    g = g / g.sum(0).clamp_min(1e-12)
+    return alpha * (g * own).sum(0) + (1.0 - alpha) * background
+
+
 class Mixture(nn.Module):
     """K experts (``adapters.base.Expert``) and a :class:`PixelRouter`; the router columns are
     attached to every expert's Gaussians."""
@@ -118,6 +134,9 @@ class Mixture(nn.Module):
         multi = render_experts(states, camera, router=vectors, mode=mode or self.config.render_mode,
                                background=background)
         gates = self.router.gates(multi.router_maps, camera, camera.time, temperature)
+        if multi.shares is not None:  # merged: each image is a share of one composite
+            bg = multi.images.new_zeros(3) if background is None else background.to(multi.images)
+            return MixtureRender(blend_shares(multi, gates, bg), gates, multi)
         return MixtureRender(blend(multi.images, gates), gates, multi)
 
     def router_parameters(self) -> dict[str, list[nn.Parameter]]:

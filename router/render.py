@@ -41,6 +41,7 @@ class MultiRender:
     router_maps: Tensor  # [K, H, W, R] splatted router vectors (R = 0 without router values)
     alphas: Tensor  # [K, H, W, 1] (merged: the shared alpha, repeated)
     info: dict[str, Any] = field(default_factory=dict)  # mode, backend, passes, fallback
+    shares: Tensor | None = None  # merged only: [K, H, W, 1] each expert's part of the shared alpha
 
 
 def expert_colors(state: GaussianState, campos: Tensor) -> Tensor:
@@ -118,17 +119,19 @@ def render_experts(
         img, alpha = splat.stacked(geom, torch.cat(feats), bg_feats, C, ids, K)  # [K, H, W, C + R], [K, H, W, 1]
         info["rasterizations"] = 1
         return MultiRender(img[..., :C], img[..., C:], alpha, info)
-    # merged: one composite, channels in one-hot expert slots: [K*C colour | K*R router]
+    # merged: one composite, channels in one-hot expert slots: [K*C colour | K shares | K*R router]
     onehot = torch.nn.functional.one_hot(ids, K).to(bg)  # [M, K]
-    slots = [(onehot[:, :, None] * torch.cat(colors)[:, None, :]).flatten(1)]
+    slots = [(onehot[:, :, None] * torch.cat(colors)[:, None, :]).flatten(1), onehot]
     if router is not None:
         slots.append((onehot[:, :, None] * torch.cat(list(router)).to(bg)[:, None, :]).flatten(1))
-    img, alpha = splat.stacked(geom, torch.cat(slots, 1), torch.cat([bg.repeat(K), bg.new_zeros(K * R)]), K * C)
+    bg_slots = torch.cat([bg.repeat(K), bg.new_zeros(K + K * R)])
+    img, alpha = splat.stacked(geom, torch.cat(slots, 1), bg_slots, K * C + K)
     H, W = img.shape[1:3]
     images = img[0, ..., : K * C].view(H, W, K, C).permute(2, 0, 1, 3)
-    maps = img[0, ..., K * C:].view(H, W, K, R).permute(2, 0, 1, 3)
+    shares = img[0, ..., K * C: K * C + K].permute(2, 0, 1)[..., None]  # [K, H, W, 1]
+    maps = img[0, ..., K * C + K:].view(H, W, K, R).permute(2, 0, 1, 3)
     info["rasterizations"] = splat.passes
-    return MultiRender(images, maps, alpha.expand(K, H, W, 1), info)
+    return MultiRender(images, maps, alpha.expand(K, H, W, 1), info, shares)
 
 
 def _geometry(s: GaussianState, detach: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -683,3 +683,38 @@ def test_gsplat_backend_without_cuda_is_refused():
     experts = overlapping_scene(0)
     with pytest.raises(InputError, match="backend='gsplat' unavailable"):
         render_experts(states_of(experts), make_camera(), backend="gsplat")
+
+
+def test_merged_shares_split_the_shared_alpha():
+    """Each expert's share A_k of the merged composite == rasterize(union) with one-hot 'ones' colours."""
+    cam, scene = make_camera(), overlapping_scene(12)
+    out = render_experts(states_of(scene), cam, router=[e["router"] for e in scene], mode="merged", backend="torch")
+    u = union(scene)
+    n = [e["means"].shape[0] for e in scene]
+    onehot = torch.block_diag(*[torch.ones(m, 1, dtype=torch.float64) for m in n])  # [M, K]
+    want, alpha, _ = rasterize(*(u[k] for k in GEOMETRY), onehot, cam.viewmat, cam.K, W, H, backend="torch")
+    assert_close(out.shares[..., 0], want.permute(2, 0, 1), 1e-12, "shares")
+    assert_close(out.shares.sum(0), alpha, 1e-12, "sum of shares")
+    assert float(out.shares.min()) >= 0 and (out.shares > 0.05).sum(0).max() >= 2  # experts do overlap
+    assert render_experts(states_of(scene), cam, mode="separate", backend="torch").shares is None
+
+
+@pytest.mark.parametrize("use_bg", [False, True], ids=["no-bg", "bg"])
+def test_merged_blend_of_disjoint_experts_is_the_covering_experts_image(use_bg):
+    """Where one expert alone covers a pixel, blend_shares gives its separate image whatever the
+    gates; where none does, the background."""
+    from moegs_bench.router.mixture import blend_shares
+
+    cam, scene, bg = make_camera(), disjoint_scene(3), background(use_bg)
+    bg = torch.zeros(3, dtype=torch.float64) if bg is None else bg
+    sep = render_experts(states_of(scene), cam, mode="separate", background=bg, backend="torch")
+    mer = render_experts(states_of(scene), cam, mode="merged", background=bg, backend="torch")
+    gates = torch.softmax(torch.randn(K_EXPERTS, H, W, generator=torch.Generator().manual_seed(0),
+                                      dtype=torch.float64) * 3, 0)
+    image = blend_shares(mer, gates, bg)
+    covered = sep.alphas[..., 0] > 1e-9  # [K, H, W]
+    assert int(covered.sum(0).max()) == 1
+    owner = covered.to(torch.float64).argmax(0)  # [H, W]
+    want = torch.gather(sep.images, 0, owner[None, :, :, None].expand(1, H, W, 3))[0]
+    want = torch.where(covered.any(0)[..., None], want, bg)
+    assert_close(image, want, 1e-9, "merged blend")
