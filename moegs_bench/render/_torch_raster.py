@@ -15,6 +15,10 @@ segments of growing length and drops a tile once all its pixels have stopped; th
 recomputes the blocks (as gsplat's kernels do) but only up to each tile's last stop. Nothing is stored per
 (pixel, Gaussian) pair: memory is O(N + (tile, Gaussian) pairs + H * W) plus one block of about
 ``CHUNK`` elements.
+
+``rasterize_to_pixels_grouped`` tags Gaussians with group ids (MoE-GS experts): the sort key is
+(tile, group, depth), so each (tile, group) slot has its own list and transmittance, and G images
+come from one projection, one sort and one pass, each equal to rendering its group alone.
 """
 
 from __future__ import annotations
