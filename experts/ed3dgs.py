@@ -157,6 +157,9 @@ class ED3DGS(Expert):
                 self._neighbours = (tab.version, idx, torch.exp(-c.reg_falloff * d2))
             _, idx, w = self._neighbours
             e = tab["embedding"]
-            diff = (e[:, None, :] - e[idx]).square().sum(-1)  # [N, k]
+            # index_select, not e[idx]: the backward of advanced indexing (index_put_ with
+            # accumulate) sums in a thread-dependent order on CPU; index_add_ does not
+            near = e.index_select(0, idx.reshape(-1)).view(*idx.shape, e.shape[1])  # [N, k, E]
+            diff = (e[:, None, :] - near).square().sum(-1)  # [N, k]
             loss = loss + c.reg_coef * torch.sqrt(w * diff + 1e-20).mean()
         return loss

@@ -721,3 +721,23 @@ def test_ed3dgs_neighbours_follow_row_edits():
     e.regularization(0)
     _, idx = knn(e.table["means"].detach(), e.config.reg_neighbours)
     assert torch.equal(e._neighbours[1], idx)
+
+
+def test_ed3dgs_smoothness_gradient_is_bitwise_repeatable():
+    """The embedding-smoothness term gathers neighbours with index_select: its backward sums in a
+    fixed order (advanced indexing's accumulate sums in a thread-dependent order on CPU, which made
+    e-d3dgs training differ run to run). 20,000 Gaussians: large enough for parallel accumulation."""
+    expert = build(ED3DGS, make_init(n=20_000))
+    assert expert.config.reg_coef > 0 and expert.config.reg_neighbours > 0
+    with torch.no_grad():
+        expert.table["embedding"].normal_()
+
+    def grad() -> torch.Tensor:
+        expert.zero_grad(set_to_none=True)
+        expert.regularization(1).backward()
+        return expert.table["embedding"].grad.clone()
+
+    first = grad()
+    assert first.abs().sum() > 0
+    for _ in range(3):
+        assert torch.equal(grad(), first)
