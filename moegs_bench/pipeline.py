@@ -136,7 +136,9 @@ def run_mixture(
                          read_record(out_dir / MIXTURE_RECORD), reused=True)
 
     # 1. experts: reuse finished trainings, train (or resume) the others in the shared cache
-    experts, records, provenance = [], [], {}
+    experts, records = [], []
+    known = out_dir / "experts.json"  # a resumed run keeps what its first attempt found
+    provenance: dict[str, Any] = json.loads(known.read_text()) if known.is_file() else {}
     for cls in classes:
         eid = cls.info.id
         if eid in sources:
@@ -155,9 +157,10 @@ def run_mixture(
                                log=(lambda _: None) if finished else log)  # (its "--force to retrain" is not ours)
         experts.append(trained.expert)
         records.append(trained.record)
-        provenance[eid] = {"folder": str(folder), "reused": finished, "profile": profile,
+        reused = provenance.get(eid, {}).get("reused", finished)
+        provenance[eid] = {"folder": str(folder), "reused": reused, "profile": profile,
                            "train_seconds": trained.record.timing.train_seconds}
-    _write_json(out_dir / "experts.json", provenance)
+        _write_json(known, provenance)
 
     # 2. router
     mixture = Mixture(experts, request.router)
