@@ -74,11 +74,9 @@ def render_experts(
     if backend not in ("torch", "gsplat"):
         raise InputError(f"backend: expected auto, torch or gsplat, got {backend!r}")
     if backend == "gsplat":
-        from ..render._gsplat_backend import gsplat_status
+        from ..render._gsplat_backend import require_gsplat
 
-        ok, why = gsplat_status()
-        if not ok or dev.type != "cuda":
-            raise InputError(f"backend='gsplat' unavailable: {why if not ok else 'tensors are not on a CUDA device'}")
+        require_gsplat(dev)
     campos = camera.campos.to(states[0].means)
     colors = [expert_colors(s, campos) for s in states]  # K x [N_k, C]
     C = colors[0].shape[1]

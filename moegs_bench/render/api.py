@@ -119,11 +119,9 @@ def rasterize(
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
     if backend == "gsplat":
-        from ._gsplat_backend import gsplat_status, rasterize_gsplat
+        from ._gsplat_backend import rasterize_gsplat, require_gsplat
 
-        ok, why = gsplat_status()
-        if not ok or not means.is_cuda:
-            raise InputError(f"backend='gsplat' unavailable: {why if not ok else 'tensors are not on a CUDA device'}")
+        require_gsplat(means.device)
         return rasterize_gsplat(
             means, quats, scales, opacities, colors, viewmat, K, width, height,
             backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
