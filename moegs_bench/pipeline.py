@@ -117,7 +117,7 @@ def run_mixture(
 ) -> RunResult:
     """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc."""
     from .router.mixture import Mixture
-    from .router.train import train_router
+    from .router.train import save_router_checkpoint, train_router
     from .training.trainer import RESULTS_FILE, train_expert
 
     out_dir = Path(out_dir)
@@ -175,7 +175,7 @@ def run_mixture(
     else:
         latest = out_dir / ROUTER_LATEST
         router_seconds = train_router(mixture, scene, latest, seed=request.seed, progress=progress, log=log)
-        _save_router(final, mixture, router_seconds)
+        save_router_checkpoint(final, mixture, request.router.iterations, router_seconds, None)
         latest.unlink(missing_ok=True)
     mixture.eval()
 
@@ -213,16 +213,6 @@ def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord
                "router_storage_bytes": router_bytes, "render_mode": request.router.render_mode,
                "test_temperature": request.router.test_temperature},
     )
-
-
-def _save_router(path: Path, mixture, seconds: float) -> None:
-    from .router.train import FORMAT, FORMAT_VERSION
-
-    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "experts": mixture.expert_ids,
-            "config": mixture.config.to_dict(), "step": mixture.config.iterations, "elapsed": seconds,
-            "router": mixture.router_state(), "optimizer": None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: torch.save(data, p))
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -16,36 +16,43 @@ import torch
 from tqdm import tqdm
 
 from .._checks import InputError
+from ..adapters.base import ParamGroup
 from ..data.scene import Scene
 from ..io import atomic_write
 from ..metrics import dssim
+from ..training.trainer import ImageSource
 from .mixture import Mixture
 
 FORMAT = "moegs-bench/router-checkpoint"
 FORMAT_VERSION = 1
 
 
-def _param_groups(mixture: Mixture) -> list[dict[str, Any]]:
+def param_groups(mixture: Mixture) -> list[ParamGroup]:
+    """Optimiser groups with their schedules: w and w_dir decay exponentially from ``lr_w`` to
+    ``lr_w_final`` over ``lr_decay_steps``; w_time and Phi keep their rates; fine-tuned experts'
+    groups keep the rate each ended its own training with."""
     cfg, params = mixture.config, mixture.router_parameters()
     groups = [
-        {"name": "w", "params": params["w"], "lr": cfg.lr_w},
-        {"name": "w_time", "params": params["w_time"], "lr": cfg.lr_w_time},
+        ParamGroup("w", params["w"], cfg.lr_w, lr_final=cfg.lr_w_final, max_steps=cfg.lr_decay_steps),
+        ParamGroup("w_time", params["w_time"], cfg.lr_w_time),
     ]
     if params["phi"]:
-        groups.append({"name": "phi", "params": params["phi"], "lr": cfg.lr_phi})
-    if cfg.finetune_experts:  # each expert group at the rate it ended its own training with
+        groups.append(ParamGroup("phi", params["phi"], cfg.lr_phi))
+    if cfg.finetune_experts:
         for e in mixture.experts:
-            for g in e.param_groups():
-                steps = max(e.config.train.iterations, 1)
-                groups.append({"name": f"{e.info.id}.{g.name}", "params": g.params, "lr": g.lr_at(steps)})
+            steps = max(e.config.train.iterations, 1)
+            groups += [ParamGroup(f"{e.info.id}.{g.name}", g.params, g.lr_at(steps)) for g in e.param_groups()]
     return groups
 
 
-def w_lr(mixture: Mixture, step: int) -> float:
-    """Exponential decay of the w / w_dir rate from ``lr_w`` to ``lr_w_final`` over ``lr_decay_steps``."""
-    cfg = mixture.config
-    s = min(max(step / max(cfg.lr_decay_steps, 1), 0.0), 1.0)
-    return math.exp(math.log(cfg.lr_w) * (1 - s) + math.log(cfg.lr_w_final) * s)
+def save_router_checkpoint(path: Path, mixture: Mixture, step: int, elapsed: float,
+                           optimizer: torch.optim.Optimizer | None) -> None:
+    """Write the router (and, mid-training, the optimiser) atomically to ``path``."""
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "experts": mixture.expert_ids,
+            "config": mixture.config.to_dict(), "step": step, "elapsed": elapsed,
+            "router": mixture.router_state(), "optimizer": None if optimizer is None else optimizer.state_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: torch.save(data, p))
 
 
 def view_at(seed: int, step: int, n: int) -> int:
@@ -67,7 +74,8 @@ def train_router(
     mixture.freeze_experts(not cfg.finetune_experts)
     for e in mixture.experts:
         e.train(cfg.finetune_experts)  # frozen experts render as they do at test time
-    optimizer = torch.optim.RAdam(_param_groups(mixture))
+    schedules = param_groups(mixture)
+    optimizer = torch.optim.RAdam([{"params": g.params, "lr": g.lr, "name": g.name} for g in schedules])
     start, elapsed = 0, 0.0
     if ckpt_path.is_file():
         ck = load_router_checkpoint(ckpt_path, mixture)
@@ -79,26 +87,18 @@ def train_router(
     if not train:
         raise InputError(f"scene {scene.name}: no training views")
     bg = scene.background
-    images: dict[str, torch.Tensor] = {}
+    images = ImageSource(scene, train)
     t0 = time.perf_counter()
-
-    def save(step: int) -> None:
-        data = {"format": FORMAT, "format_version": FORMAT_VERSION, "experts": mixture.expert_ids,
-                "config": cfg.to_dict(), "step": step, "elapsed": elapsed + time.perf_counter() - t0,
-                "router": mixture.router_state(), "optimizer": optimizer.state_dict()}
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(ckpt_path, lambda p: torch.save(data, p))
 
     bar = tqdm(total=cfg.iterations, initial=start, desc="train router", disable=not progress, mininterval=1.0,
                dynamic_ncols=True, unit="step")
     ema = None
     try:
         for step in range(start + 1, cfg.iterations + 1):
-            optimizer.param_groups[0]["lr"] = w_lr(mixture, step)
+            for g, group in zip(schedules, optimizer.param_groups):
+                group["lr"] = g.lr_at(step)
             frame = train[view_at(seed, step, len(train))]
-            if frame.key not in images:
-                images[frame.key] = scene.image(frame)
-            gt = images[frame.key]  # [H, W, 3]
+            gt = images.get(frame)  # [H, W, 3]
             out = mixture(frame.camera, bg)
             loss = (1 - cfg.lambda_dssim) * (out.image - gt).abs().mean() + cfg.lambda_dssim * dssim(out.image, gt)
             loss.backward()
@@ -111,7 +111,7 @@ def train_router(
             if step % 10 == 0 or step == cfg.iterations:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", psnr=f"{ema:.2f}", refresh=False)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.iterations:
-                save(step)
+                save_router_checkpoint(ckpt_path, mixture, step, elapsed + time.perf_counter() - t0, optimizer)
     finally:
         bar.close()
     for e in mixture.experts:

@@ -120,7 +120,7 @@ def train_expert(
     train = list(scene.train)
     if not train:
         raise InputError(f"scene {scene.name}: no training views")
-    images = _ImageSource(scene, train)
+    images = ImageSource(scene, train)
     order = _ViewOrder(seed, len(train))
 
     def save(step: int, path: Path, finished: bool) -> None:
@@ -217,7 +217,7 @@ def _claim_folder(out_dir: Path, identity: dict, *, resume: bool, force: bool) -
                  force=force)
 
 
-class _ImageSource:
+class ImageSource:
     """Training images: held in memory when small (the synthetic suite), else read per step."""
 
     def __init__(self, scene: Scene, frames: list[Frame], budget_bytes: int = 2 << 30) -> None:
