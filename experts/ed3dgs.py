@@ -28,7 +28,7 @@ from moegs_bench.gaussians import GaussianState
 from moegs_bench.render.sh import num_sh_bases
 from moegs_bench.training.config import TrainConfig
 
-from ._profiles import tiny_train
+from moegs_bench.experts._profiles import tiny_train
 
 _ATTRS = ("pos", "scales", "rotations", "opacity", "rgb")
 

@@ -29,7 +29,7 @@ from moegs_bench.geometry import slerp
 from moegs_bench.gaussians import GaussianState
 from moegs_bench.training.config import TrainConfig
 
-from ._profiles import tiny_train
+from moegs_bench.experts._profiles import tiny_train
 
 
 @dataclass

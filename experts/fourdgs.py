@@ -28,7 +28,7 @@ from moegs_bench.gaussians import GaussianState
 from moegs_bench.render.sh import num_sh_bases
 from moegs_bench.training.config import TrainConfig
 
-from ._profiles import tiny_train
+from moegs_bench.experts._profiles import tiny_train
 
 #: The six planes: pairs of (x, y, z, t) in itertools.combinations order; 2, 4, 5 hold time.
 PLANES: tuple[tuple[int, int], ...] = tuple(itertools.combinations(range(4), 2))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ._checks import InputError, check_tensor
+from moegs_bench._checks import InputError, check_tensor
 
 Vec3 = Sequence[float] | Tensor
 

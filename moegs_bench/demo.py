@@ -7,9 +7,9 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import InputError
-from .cameras import Camera
-from .gaussians import GaussianState
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.gaussians import GaussianState
 
 # World is OpenCV-style: y points down, the ground is the plane y = 0, objects stand at y < 0.
 _GROUND_HALF = 2.0  # the ground is the square [-2, 2] x [-2, 2] in (x, z)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ._checks import InputError, check_gaussian_values, check_tensor
-from .render.sh import rgb_to_sh
+from moegs_bench._checks import InputError, check_gaussian_values, check_tensor
+from moegs_bench.render.sh import rgb_to_sh
 
 
 @dataclass(eq=False)  # tensors have no single-bool equality

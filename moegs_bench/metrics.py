@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import InputError
+from moegs_bench._checks import InputError
 
 __all__ = [
     "FpsResult",

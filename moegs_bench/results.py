@@ -43,8 +43,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checks import InputError
-from .io import atomic_write
+from moegs_bench._checks import InputError
+from moegs_bench.io import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -201,7 +201,7 @@ def _cpu_model() -> str:
 
 def collect_provenance(device: torch.device | str = "cpu") -> Provenance:
     """Provenance for a record made now on ``device``; the git lookup never raises."""
-    from . import __version__
+    from moegs_bench import __version__
 
     commit, dirty = git_state()
     return Provenance(

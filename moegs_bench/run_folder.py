@@ -7,8 +7,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._checks import InputError
-from .io import atomic_write
+from moegs_bench._checks import InputError
+from moegs_bench.io import atomic_write
 
 RUN_FILE = "run.json"
 

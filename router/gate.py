@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import InputError
+from moegs_bench._checks import InputError
 
 Variant = Literal["volume-aware", "volume", "pixel"]
 VARIANTS: tuple[str, ...] = ("volume-aware", "volume", "pixel")

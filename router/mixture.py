@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import InputError
-from .gate import ROUTER_COLUMNS, VARIANTS, PixelRouter, attach_router, blend, router_vectors
-from .render import RENDER_MODES, MultiRender, render_experts
+from moegs_bench._checks import InputError
+from moegs_bench.router.gate import ROUTER_COLUMNS, VARIANTS, PixelRouter, attach_router, blend, router_vectors
+from moegs_bench.router.render import RENDER_MODES, MultiRender, render_experts
 
 
 @dataclass(frozen=True)

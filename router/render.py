@@ -25,11 +25,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .._checks import InputError
-from ..gaussians import GaussianState
-from ..render._projection import project_gaussians
-from ..render._torch_raster import rasterize_to_pixels_grouped
-from ..render.sh import sh_to_rgb
+from moegs_bench._checks import InputError
+from moegs_bench.gaussians import GaussianState
+from moegs_bench.render._projection import project_gaussians
+from moegs_bench.render._torch_raster import rasterize_to_pixels_grouped
+from moegs_bench.render.sh import sh_to_rgb
 
 RenderMode = Literal["reference", "separate", "merged", "exact"]
 RENDER_MODES: tuple[str, ...] = ("reference", "separate", "merged", "exact")
@@ -74,7 +74,7 @@ def render_experts(
     if backend not in ("torch", "gsplat"):
         raise InputError(f"backend: expected auto, torch or gsplat, got {backend!r}")
     if backend == "gsplat":
-        from ..render._gsplat_backend import require_gsplat
+        from moegs_bench.render._gsplat_backend import require_gsplat
 
         require_gsplat(dev)
     campos = camera.campos.to(states[0].means)
@@ -156,7 +156,7 @@ class _Splatter:
         viewmat, K = cam.viewmat.to(means), cam.K.to(means)
         self.passes += 1
         if self.backend == "gsplat":
-            from ..render._gsplat_backend import rasterize_gsplat
+            from moegs_bench.render._gsplat_backend import rasterize_gsplat
 
             img, alpha, _ = rasterize_gsplat(
                 means, quats, scales, opacities, feats, viewmat, K, cam.width, cam.height, backgrounds=bg,

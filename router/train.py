@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .._checks import InputError
-from ..adapters.base import ParamGroup
-from ..data.scene import Scene
-from ..io import atomic_write
-from ..metrics import dssim
-from ..training.trainer import ImageSource
-from .mixture import Mixture
+from moegs_bench._checks import InputError
+from moegs_bench.adapters.base import ParamGroup
+from moegs_bench.data.scene import Scene
+from moegs_bench.io import atomic_write
+from moegs_bench.metrics import dssim
+from moegs_bench.training.trainer import ImageSource
+from moegs_bench.router.mixture import Mixture
 
 FORMAT = "moegs-bench/router-checkpoint"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ import torch
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.data import open_scene
 from moegs_bench.data.synthetic import generate
-from moegs_bench.pipeline import RunRequest, run_mixture
+from moegs_bench.app.run import RunRequest, run_mixture
 from moegs_bench.results import read_record
 from moegs_bench.router.mixture import ROUTER_PROFILES
 from test_cli import assert_one_line_error, cli

@@ -16,7 +16,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
     from moegs_bench.adapters.registry import Registry, parse_expert_list
     from moegs_bench.cli._common import UserError
     from moegs_bench.data import default_cache_dir, open_scene
-    from moegs_bench.pipeline import RunRequest, default_run_name, run_mixture
+    from moegs_bench.app.run import RunRequest, default_run_name, run_mixture
     from moegs_bench.router.mixture import ROUTER_PROFILES
 
     console = Console()

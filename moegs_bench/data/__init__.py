@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .scene import DatasetError, Frame, PointCloud, Scene, SceneData
+from moegs_bench.data.scene import DatasetError, Frame, PointCloud, Scene, SceneData
 
 #: format name -> module (imported when used)
 FORMATS: dict[str, str] = {
@@ -86,7 +86,7 @@ def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: in
     """Load a scene from a CLI spec: ``synthetic:NAME`` (generated into the cache on first use;
     ``None`` is the default synthetic scene), ``FORMAT:PATH`` or ``PATH``. Returns the scene and
     a canonical spec (absolute path) that names it in run records and cache keys."""
-    from .synthetic import DEFAULT_SCENE, SCENES, ensure
+    from moegs_bench.data.synthetic import DEFAULT_SCENE, SCENES, ensure
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     text = SYNTHETIC_PREFIX + DEFAULT_SCENE if spec is None else str(spec)

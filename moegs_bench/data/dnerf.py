@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import InputError
-from ..cameras import Camera
-from .scene import DatasetError, Frame, SceneData, read_json, select_frames
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.data.scene import DatasetError, Frame, SceneData, read_json, select_frames
 
 #: Camera id of test frame ``j`` is ``TEST_ID_OFFSET + j`` (train frame ``j`` has id ``j``).
 TEST_ID_OFFSET = 100_000

@@ -47,9 +47,9 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from .._checks import InputError
-from ..cameras import Camera
-from .scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, select_frames
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, select_frames
 
 FORMAT = "n3v"
 POSES_FILE = "poses_bounds.npy"

@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import InputError
-from ..cameras import Camera
-from ..io import umask
-from .scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.io import umask
+from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _META_KEYS = ("w", "h", "k", "w2c", "fn", "cam_id")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import InputError
-from ..cameras import Camera
-from ..io import atomic_write
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.io import atomic_write
 
 
 class DatasetError(InputError):

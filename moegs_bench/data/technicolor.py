@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cameras import Camera
-from .n3v import find_points
-from .scene import DatasetError, Frame, SceneData, normalised_time, select_frames
+from moegs_bench.cameras import Camera
+from moegs_bench.data.n3v import find_points
+from moegs_bench.data.scene import DatasetError, Frame, SceneData, normalised_time, select_frames
 
 FORMAT = "technicolor"
 CALIBRATION = "cameras_parameters.txt"

@@ -21,7 +21,7 @@ def gsplat_status() -> tuple[bool, str]:
 
 def require_gsplat(device) -> None:
     """Raise InputError unless gsplat can rasterize tensors on ``device``."""
-    from .._checks import InputError
+    from moegs_bench._checks import InputError
 
     ok, why = gsplat_status()
     if not ok or getattr(device, "type", str(device)) != "cuda":

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._projection import ALPHA_THRESHOLD
+from moegs_bench.render._projection import ALPHA_THRESHOLD
 
 TILE = 4  # pixels per tile side
 CHUNK = 1 << 18  # elements of one dense [tiles, Gaussians, TILE * TILE] block

@@ -10,10 +10,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .._checks import InputError, check_gaussian_values, check_tensor
-from ._projection import project_gaussians
-from ._torch_raster import rasterize_to_pixels
-from .sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
+from moegs_bench._checks import InputError, check_gaussian_values, check_tensor
+from moegs_bench.render._projection import project_gaussians
+from moegs_bench.render._torch_raster import rasterize_to_pixels
+from moegs_bench.render.sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
 
 BackendName = Literal["auto", "torch", "gsplat"]
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
@@ -28,7 +28,7 @@ class BackendStatus:
 
 def backend_status() -> list[BackendStatus]:
     """Which rasterizer backends can run on this machine, and why (not)."""
-    from ._gsplat_backend import gsplat_status
+    from moegs_bench.render._gsplat_backend import gsplat_status
 
     ok, detail = gsplat_status()
     return [
@@ -119,7 +119,7 @@ def rasterize(
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
     if backend == "gsplat":
-        from ._gsplat_backend import rasterize_gsplat, require_gsplat
+        from moegs_bench.render._gsplat_backend import rasterize_gsplat, require_gsplat
 
         require_gsplat(means.device)
         return rasterize_gsplat(

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write
-from .._checks import InputError
+from moegs_bench.io import atomic_write
+from moegs_bench._checks import InputError
 
 FORMAT = "moegs-bench/expert-checkpoint"
 FORMAT_VERSION = 1

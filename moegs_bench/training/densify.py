@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..gaussian_table import GaussianTable
-from ..geometry import quat_to_rotmat
-from .config import TrainConfig
+from moegs_bench.gaussian_table import GaussianTable
+from moegs_bench.geometry import quat_to_rotmat
+from moegs_bench.training.config import TrainConfig
 
 
 @dataclass

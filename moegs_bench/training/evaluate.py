@@ -10,10 +10,10 @@ import imageio.v3 as iio
 import torch
 from torch import Tensor
 
-from ..data.scene import Frame, Scene
-from ..io import atomic_write, image_to_uint8
-from ..metrics import LpipsMetric, measure_fps, psnr, ssim
-from ..results import Metrics, Timing
+from moegs_bench.data.scene import Frame, Scene
+from moegs_bench.io import atomic_write, image_to_uint8
+from moegs_bench.metrics import LpipsMetric, measure_fps, psnr, ssim
+from moegs_bench.results import Metrics, Timing
 
 #: Renders one frame: ``[H, W, 3]`` in [0, 1].
 RenderFn = Callable[[Frame], Tensor]

@@ -20,16 +20,16 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .._checks import InputError
-from ..cameras import Camera
-from ..data.scene import Frame, Scene
-from ..metrics import LpipsMetric, dssim, storage_mb
-from ..render import rasterize
-from ..results import ResultRecord, collect_provenance, read_record, write_record
-from ..run_folder import RunFolderError, claim_folder, read_identity
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .densify import Densifier
-from .evaluate import evaluate
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.data.scene import Frame, Scene
+from moegs_bench.metrics import LpipsMetric, dssim, storage_mb
+from moegs_bench.render import rasterize
+from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
+from moegs_bench.run_folder import RunFolderError, claim_folder, read_identity
+from moegs_bench.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from moegs_bench.training.densify import Densifier
+from moegs_bench.training.evaluate import evaluate
 
 RESULTS_FILE = "results.json"
 FINAL_CKPT = "expert.pt"

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..._checks import InputError
-from ...cameras import Camera
-from ...io import image_to_uint8
-from ..scene import Frame, PointCloud, normalised_time
-from .raycast import Rig, Room, Views, camera_rays, trace
-from .scenes import DEFAULT_SCENE, SCENES, TARGET, SceneSpec
+from moegs_bench._checks import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.io import image_to_uint8
+from moegs_bench.data.scene import Frame, PointCloud, normalised_time
+from moegs_bench.data.synthetic.raycast import Rig, Room, Views, camera_rays, trace
+from moegs_bench.data.synthetic.scenes import DEFAULT_SCENE, SCENES, TARGET, SceneSpec
 
 #: bump when the output of a given set of parameters changes (the cache key also hashes the code)
 CODE_VERSION = "1"
@@ -127,7 +127,7 @@ def generate(
     ``scene.json``), atomically. Deterministic for given arguments. Returns ``out``."""
     _spec(scene)
     _check(frames, width, height, train_cameras, seed)
-    from .. import panoptic  # imported here: the writer lives with its loader
+    from moegs_bench.data import panoptic  # imported here: the writer lives with its loader
 
     train, test = cameras(train_cameras, width, height)
     rig = [test, *train]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ...cameras import Camera
+from moegs_bench.cameras import Camera
 
 EPS = 1e-4  # minimum ray distance of a hit
 TAU = 2 * math.pi

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .raycast import (
+from moegs_bench.data.synthetic.raycast import (
     Blob,
     Box,
     Ellipsoid,

@@ -30,14 +30,14 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from ._checks import InputError
-from .data.scene import Scene
-from .io import atomic_write
-from .metrics import LpipsMetric, storage_mb
-from .results import ResultRecord, collect_provenance, read_record, write_record
-from .run_folder import RunFolderError, claim_folder, read_identity
-from .training.evaluate import evaluate
+from moegs_bench import __version__
+from moegs_bench._checks import InputError
+from moegs_bench.data.scene import Scene
+from moegs_bench.io import atomic_write
+from moegs_bench.metrics import LpipsMetric, storage_mb
+from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
+from moegs_bench.run_folder import RunFolderError, claim_folder, read_identity
+from moegs_bench.training.evaluate import evaluate
 
 ROUTER_FINAL = "router/mixture.pt"
 ROUTER_LATEST = "router/latest.pt"
@@ -94,7 +94,7 @@ def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type, con
 
 def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str, Any]:
     """The ``run.json`` of a finished ``train-expert`` folder of ``expert_id`` on ``scene_spec``."""
-    from .training.trainer import FINAL_CKPT, RESULTS_FILE
+    from moegs_bench.training.trainer import FINAL_CKPT, RESULTS_FILE
 
     identity = read_identity(folder)
     if identity is None:
@@ -116,9 +116,9 @@ def run_mixture(
     force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
 ) -> RunResult:
     """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc."""
-    from .router.mixture import Mixture
-    from .router.train import save_router_checkpoint, train_router
-    from .training.trainer import RESULTS_FILE, train_expert
+    from moegs_bench.router.mixture import Mixture
+    from moegs_bench.router.train import save_router_checkpoint, train_router
+    from moegs_bench.training.trainer import RESULTS_FILE, train_expert
 
     out_dir = Path(out_dir)
     if len(request.experts) < 2:
@@ -166,7 +166,7 @@ def run_mixture(
     mixture = Mixture(experts, request.router)
     final = out_dir / ROUTER_FINAL
     if final.is_file():
-        from .router.train import load_router_checkpoint
+        from moegs_bench.router.train import load_router_checkpoint
 
         ck = load_router_checkpoint(final, mixture)
         mixture.load_router_state(ck["router"])
@@ -196,7 +196,7 @@ def run_mixture(
 
 
 def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord], router_seconds: float):
-    from .router.gate import ROUTER_COLUMNS
+    from moegs_bench.router.gate import ROUTER_COLUMNS
 
     n = sum(e.num_gaussians for e in mixture.experts)
     router_bytes = 4 * len(ROUTER_COLUMNS) * n + sum(p.numel() * p.element_size() for p in mixture.router.parameters())
