@@ -1,5 +1,6 @@
 """The adapter interface: the one thing the trainer, router, pruning, distillation, sweeps and
-reports know about an expert (DESIGN.md sections 2 and 4).
+reports know about an expert (README, "Experts" and "Adding an expert"; the contract is checked by
+:func:`moegs_bench.adapters.testing.check_expert`).
 
 An expert is a ``torch.nn.Module`` subclass of :class:`Expert`. It keeps its per-Gaussian tensors
 in ``self.table`` (a :class:`~moegs_bench.gaussian_table.GaussianTable`, so densification and
@@ -21,17 +22,24 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
+from moegs_bench.config import ConfigError, config_from_dict, config_to_dict
+from moegs_bench.errors import UserInputError
 from moegs_bench.cameras import Camera
 from moegs_bench.gaussian_table import GaussianTable
 from moegs_bench.geometry import knn
 from moegs_bench.gaussians import GaussianState
 from moegs_bench.render.sh import num_sh_bases, rgb_to_sh
 from moegs_bench.training.config import TrainConfig
+from moegs_bench.training.schedule import ParamGroup  # noqa: F401 (re-exported: experts import it here)
 
 
-class ExpertError(InputError):
+class ExpertError(UserInputError):
     """An expert cannot be built or loaded as asked (unknown id, wrong checkpoint, short scene)."""
+
+
+class ExpertConfigError(ExpertError, ConfigError):
+    """A bad value or an unknown key in an expert's configuration (``key`` names it)."""
 
 
 @dataclass(frozen=True)
@@ -78,33 +86,6 @@ class SceneInit:
 
 
 @dataclass
-class ParamGroup:
-    """One optimiser group: its parameters, learning rate and optional exponential decay
-    (3DGS's ``get_expon_lr_func``: log-linear from ``lr`` to ``lr_final`` over ``max_steps``)."""
-
-    name: str
-    params: list[nn.Parameter]
-    lr: float
-    lr_final: float | None = None
-    max_steps: int = 0
-    delay_mult: float = 1.0
-    delay_steps: int = 0
-
-    def lr_at(self, step: int) -> float:
-        if self.lr_final is None or self.max_steps <= 0:
-            return self.lr
-        if self.lr == 0.0 and self.lr_final == 0.0:
-            return 0.0
-        if self.delay_steps > 0:
-            delay = self.delay_mult + (1 - self.delay_mult) * math.sin(
-                0.5 * math.pi * min(max(step / self.delay_steps, 0.0), 1.0))
-        else:
-            delay = 1.0
-        s = min(max(step / self.max_steps, 0.0), 1.0)
-        return delay * math.exp(math.log(self.lr) * (1 - s) + math.log(self.lr_final) * s)
-
-
-@dataclass
 class ExpertConfig:
     """Base of every expert's configuration: the shared training schedule plus the expert's own
     fields (subclasses add them). Profiles are instances of the subclass."""
@@ -126,39 +107,14 @@ class ExpertConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (tuples become lists; :meth:`from_dict` turns them back)."""
-        return _jsonable(dataclasses.asdict(self))
+        return config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ExpertConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are an error."""
-        return _from_dict(cls, data, cls.__name__)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ExpertError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ExpertError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        f = fields[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            value = _from_dict(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+    def from_dict(cls, data: Mapping[str, Any], *, key: str = "") -> ExpertConfig:
+        """Rebuild a config from :meth:`to_dict` output, every value checked by its field's type
+        (floats finite); a bad value or an unknown key is an :class:`ExpertConfigError` naming
+        it (under ``key``, e.g. ``experts.4dgs``)."""
+        return config_from_dict(cls, data, key=key, error=ExpertConfigError)
 
 
 class Expert(nn.Module, ABC):
@@ -331,7 +287,9 @@ class Expert(nn.Module, ABC):
         return self.make_state(means, quats, torch.exp(log_scales), torch.sigmoid(logit_opacities), colors)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        # Attached columns saved with the expert (e.g. a router's weights) are created on load.
+        # A column the checkpoint holds but this expert does not (an attached one, e.g. a router's
+        # weights) is not created here: loading refuses it; attach the column first, then load
+        # (its rows are resized to the checkpoint's like every other column).
         for key, value in state_dict.items():
             if key.startswith("table.") and key[6:] not in self.table and isinstance(value, Tensor):
                 raise ExpertError(f"{self.info.id}: the checkpoint has a column {key[6:]!r} this expert "

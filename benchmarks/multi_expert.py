@@ -45,8 +45,6 @@ from moegs_bench.cameras import Camera
 from moegs_bench.gaussians import GaussianState
 from moegs_bench.router.render import RENDER_MODES, render_experts
 
-SHORT = {"reference": "ref", "separate": "sep", "merged": "merged", "exact": "exact"}
-
 
 def make_scene(n: int, experts: int, width: int, height: int, seed: int = 0, jitter: float = 0.01):
     """``experts`` Gaussian sets of ``n`` each on the same surfaces, their router values ``[n, 3]``

@@ -11,9 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-
-class InputError(ValueError):
-    """Bad user input: the message names the field and what was expected."""
+from moegs_bench.errors import InputError  # (torch-free, so the CLI can classify errors without torch)
 
 
 def check_tensor(

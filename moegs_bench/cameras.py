@@ -1,4 +1,4 @@
-"""Pinhole cameras in the OpenCV convention (x right, y down, z forward; DESIGN.md section 3)."""
+"""Pinhole cameras in the OpenCV convention (x right, y down, z forward; README, "Rasterizer API")."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.gaussians import GaussianState
 

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 
 #: How densification treats a tensor when it clones or splits a Gaussian:
 #: ``position``: the split offset is added (``[N, 3]`` or ``[N, ..., 3]``, e.g. keyframes);

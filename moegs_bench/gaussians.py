@@ -1,4 +1,4 @@
-"""A set of 3D Gaussians in the common form every expert renders through (DESIGN.md section 3)."""
+"""A set of 3D Gaussians in the common form every expert renders through (README, "Rasterizer API")."""
 
 from __future__ import annotations
 

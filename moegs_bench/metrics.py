@@ -1,9 +1,10 @@
 """Image-quality metrics (PSNR, SSIM, LPIPS), render-speed and storage measurements.
 
-Images are ``[H, W, C]`` or ``[B, H, W, C]`` float tensors in [0, 1] (data range 1; DESIGN.md
-section 3). PSNR and SSIM are our own, checked against scikit-image. LPIPS uses the optional
-``lpips`` package and is reported as unavailable, with the reason, when the package, torchvision
-or the weights are missing: no weights are downloaded and no number is ever made up.
+Images are ``[H, W, C]`` or ``[B, H, W, C]`` float tensors in [0, 1] (data range 1; as
+``Scene.image`` and the renderer give them, README, "Datasets"). PSNR and SSIM are our own,
+checked against scikit-image. LPIPS uses the optional ``lpips`` package and is reported as
+unavailable, with the reason, when the package, torchvision or the weights are missing: no
+weights are downloaded and no number is ever made up.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 
 __all__ = [
     "FpsResult",
@@ -31,6 +32,7 @@ __all__ = [
     "dssim",
     "lpips_status",
     "measure_fps",
+    "photometric_loss",
     "psnr",
     "ssim",
     "storage_mb",
@@ -157,6 +159,16 @@ def dssim(img: Tensor, gt: Tensor, *, window_size: int = 11, sigma: float = 1.5)
     """``1 - ssim(img, gt)``: the D-SSIM loss term of 3DGS (the trainer applies its own weight,
     0.2 in 3DGS). Same inputs as :func:`ssim`; a differentiable 0-d tensor."""
     return 1.0 - ssim(img, gt, window_size=window_size, sigma=sigma)
+
+
+def photometric_loss(img: Tensor, gt: Tensor, lambda_dssim: float) -> Tensor:
+    """The training loss of 3DGS (Kerbl et al. 2023, eq. 7): ``(1 - l) * L1 + l * D-SSIM``.
+
+    ``img`` and ``gt`` are ``[H, W, 3]``; a differentiable 0-d tensor. With ``l == 0`` the D-SSIM
+    term is not computed at all (no SSIM pass, no zero-weighted gradient).
+    """
+    l1 = (img - gt).abs().mean()
+    return (1 - lambda_dssim) * l1 + (lambda_dssim * dssim(img, gt) if lambda_dssim else 0.0)
 
 
 # ----------------------------------------------------------------------------- LPIPS

@@ -43,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import UserInputError
 from moegs_bench.io import atomic_write
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ PER_VIEW_KEYS = ("key", "psnr", "ssim", "lpips")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ResultsError(InputError):
+class ResultsError(UserInputError):
     """A results record that cannot be written or read; the message names the file or field."""
 
 

@@ -7,13 +7,13 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import UserInputError
 from moegs_bench.io import atomic_write
 
 RUN_FILE = "run.json"
 
 
-class RunFolderError(InputError):
+class RunFolderError(UserInputError):
     """The output folder holds another run, or a partial run that was not asked to resume."""
 
 

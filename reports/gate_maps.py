@@ -1,7 +1,12 @@
 """Pictures of MoE-GS gates: which expert wins each pixel, how much weight each expert gets, over time.
 
-Gates are ``[K, H, W]``: one weight per expert per pixel (a softmax over the K experts). Tensors
-(any device) and numpy arrays are both accepted.
+Gates are ``[K, H, W]``: one weight per expert per pixel, the ``G_k`` of the blend
+``I = sum_k G_k I_k`` (MoE-GS, Jin et al., arXiv 2510.19210, §3.2; README, "The router"). For the
+``volume-aware`` and ``pixel`` routers they are a softmax over the K experts (each pixel's
+weights sum to 1); for the ``volume`` router they are the splatted per-Gaussian weights
+themselves, ``G_k = W_k``, with no softmax: they need not sum to 1 and may leave [0, 1] (the
+heatmaps clip them to their fixed 0..1 scale; the winner is still the argmax). Tensors (any
+device) and numpy arrays are both accepted.
 
 - :func:`expert_palette`: K distinct colours (matplotlib's tab10, then tab20; at most 20 experts).
 - :func:`winner_map`: the colour of the winning expert (argmax over K) per pixel.
@@ -28,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 from moegs_bench.io import atomic_write
 
 MAX_EXPERTS = 20  # the largest qualitative matplotlib palette (tab20)
@@ -78,7 +83,8 @@ def save_gate_figure(
     title: str | None = None,
 ) -> None:
     """Write one PNG to ``path`` (atomically): the mixture ``image`` (when given), the winner map
-    with a legend ("name share%"), then each expert's gate as a heatmap on a fixed 0..1 scale."""
+    with a legend ("name share%"), then each expert's gate as a heatmap on a fixed 0..1 scale
+    (values outside it, possible with the ``volume`` router, show as the scale's end colours)."""
     fig = _gate_figure(gates, names, image=image, title=title)
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI))
 

@@ -3,74 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from moegs_bench._checks import InputError
-from moegs_bench.router.gate import ROUTER_COLUMNS, VARIANTS, PixelRouter, attach_router, blend, router_vectors
-from moegs_bench.router.render import RENDER_MODES, MultiRender, render_experts
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    """Router training (paper §4, N3V): RAdam, 0.5 for w and w_dir decaying to 1% over 10k
-    steps, 0.05 for w_time and Phi, ``0.8 L1 + 0.2 D-SSIM`` on the blend, one view per step."""
-
-    variant: str = "volume-aware"
-    iterations: int = 5000
-    temperature: float = 1.0  # T of the softmax in training
-    eval_temperature: float | None = None  # None: the training T (the reference code: 1.0)
-    lr_w: float = 0.5  # w and w_dir
-    lr_w_final: float = 0.005
-    lr_decay_steps: int = 10000
-    lr_w_time: float = 0.05
-    lr_phi: float = 0.05
-    lambda_dssim: float = 0.2
-    render_mode: str = "exact"
-    finetune_experts: bool = False
-    checkpoint_every: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise InputError(f"router variant: expected one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.render_mode not in RENDER_MODES:
-            raise InputError(f"render mode: expected one of {', '.join(RENDER_MODES)}, got {self.render_mode!r}")
-        if self.iterations < 1:
-            raise InputError(f"router iterations: expected >= 1, got {self.iterations}")
-        for name in ("temperature", "eval_temperature"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"router {name}: expected > 0, got {value}")
-
-    @property
-    def test_temperature(self) -> float:
-        return self.temperature if self.eval_temperature is None else self.eval_temperature
-
-    def with_reference_temperature(self) -> RouterConfig:
-        """What the authors' code does: train with T = 0.01, evaluate with T = 1."""
-        return replace(self, temperature=0.01, eval_temperature=1.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RouterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"router config: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
-
-
-#: ``paper``: the paper's N3V schedule. ``tiny``: a CPU budget with the same shape (the w rate
-#: decays to 10% by the end, as 5k of 10k decay steps do in the paper).
-ROUTER_PROFILES: dict[str, RouterConfig] = {
-    "paper": RouterConfig(),
-    "tiny": RouterConfig(iterations=300, lr_decay_steps=600, checkpoint_every=100),
-}
+from moegs_bench.errors import InputError
+from moegs_bench.cameras import Camera
+from moegs_bench.router.config import ROUTER_PROFILES, RouterConfig  # noqa: F401 (re-exported)
+from moegs_bench.router.gate import ROUTER_COLUMNS, attach_router, build_router, router_vectors
+from moegs_bench.router.render import MultiRender, render_experts
 
 
 @dataclass
@@ -80,25 +23,13 @@ class MixtureRender:
     experts: MultiRender  # the K expert images and router maps
 
 
-def blend_shares(multi: MultiRender, gates: Tensor, background: Tensor, eps: float = 1e-6) -> Tensor:
-    """The blend for ``merged`` rendering: ``I = A sum_k G_k C_k / A_k + (1 - A) bg``.
-
-    Eq. 9 gives each expert's share ``C_k`` of one composite with alpha ``A``; ``C_k / A_k`` is the
-    expert's colour over its own visible fragments (``A_k`` its share of the alpha), and the gates
-    are renormalised over the experts present at the pixel. (Blending the raw shares would darken
-    the image about K-fold; the paper leaves this step open.) ``[H, W, 3]``.
-    """
-    alpha = multi.alphas[0]  # [H, W, 1] shared
-    shares = multi.shares  # [K, H, W, 1]
-    own = (multi.images - (1.0 - alpha) * background) / shares.clamp_min(eps)  # [K, H, W, 3]
-    g = gates[..., None] * (shares > eps).to(gates)  # [K, H, W, 1]
-    g = g / g.sum(0).clamp_min(1e-12)
-    return alpha * (g * own).sum(0) + (1.0 - alpha) * background
-
-
 class Mixture(nn.Module):
-    """K experts (``adapters.base.Expert``) and a :class:`PixelRouter`; the router columns are
-    attached to every expert's Gaussians."""
+    """K experts (``adapters.base.Expert``) and a router (a ``router.gate.PixelRouter`` of the
+    configured variant); the router columns are attached to every expert's Gaussians.
+
+    The gate's temperature follows the router's training flag: ``config.temperature`` while the
+    router trains, ``config.test_temperature`` after ``mixture.eval()`` (or ``mixture.router.eval()``).
+    """
 
     def __init__(self, experts: Sequence[nn.Module], config: RouterConfig) -> None:
         super().__init__()
@@ -111,7 +42,7 @@ class Mixture(nn.Module):
         self.experts = nn.ModuleList(experts)
         for e in experts:
             attach_router(e)
-        self.router = PixelRouter(len(experts), config.variant, config.temperature)
+        self.router = build_router(config.variant, len(experts), config.temperature)
 
     @property
     def expert_ids(self) -> list[str]:
@@ -123,9 +54,20 @@ class Mixture(nn.Module):
             for name, p in e.named_parameters():
                 p.requires_grad_(not frozen or name.split(".")[-1] in ROUTER_COLUMNS)
 
-    def forward(self, camera, background: Tensor | None = None, *, mode: str | None = None,
-                temperature: float | None = None) -> MixtureRender:
-        """Render every expert and blend them at ``camera`` (time ``camera.time``)."""
+    @property
+    def temperature(self) -> float:
+        """T of the gate's softmax: the training T while ``self.router.training``, else the evaluation T."""
+        return self.config.temperature if self.router.training else self.config.test_temperature
+
+    def storage_bytes(self) -> int:
+        """Bytes the router adds to its experts: three float32 router columns per Gaussian of
+        every expert, plus the router's own parameters (the pixel MLP)."""
+        n = sum(e.num_gaussians for e in self.experts)
+        return 4 * len(ROUTER_COLUMNS) * n + sum(p.numel() * p.element_size() for p in self.router.parameters())
+
+    def forward(self, camera: Camera, background: Tensor | None = None, *, mode: str | None = None) -> MixtureRender:
+        """Render every expert and blend them at ``camera`` (at time ``camera.time``), with the
+        render mode of the config (or ``mode``) and the temperature of :attr:`temperature`."""
         frozen = not any(p.requires_grad for e in self.experts for n, p in e.named_parameters()
                          if n.split(".")[-1] not in ROUTER_COLUMNS)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
@@ -133,11 +75,8 @@ class Mixture(nn.Module):
         vectors = [router_vectors(s.extras, camera.time) for s in states] if self.router.uses_gaussian_weights else None
         multi = render_experts(states, camera, router=vectors, mode=mode or self.config.render_mode,
                                background=background)
-        gates = self.router.gates(multi.router_maps, camera, camera.time, temperature)
-        if multi.shares is not None:  # merged: each image is a share of one composite
-            bg = multi.images.new_zeros(3) if background is None else background.to(multi.images)
-            return MixtureRender(blend_shares(multi, gates, bg), gates, multi)
-        return MixtureRender(blend(multi.images, gates), gates, multi)
+        gates = self.router.gates(multi.router_maps, camera, self.temperature)
+        return MixtureRender(multi.blend(gates, background), gates, multi)
 
     def router_parameters(self) -> dict[str, list[nn.Parameter]]:
         """``w`` (w and w_dir of every expert), ``w_time`` and ``phi`` parameters."""

@@ -226,3 +226,85 @@ def test_input_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 def test_other_exceptions_are_not_swallowed() -> None:
     with pytest.raises(RuntimeError), user_errors():
         raise RuntimeError("a bug, not a user error")
+
+
+# ------------------------------------------------------------------------ user errors vs bugs
+
+
+def test_errors_are_sorted_into_user_errors_and_bugs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from moegs_bench.cli._common import ErrorContext, command_errors
+    from moegs_bench.config import ConfigError
+    from moegs_bench.errors import InputError, InternalError, UserInputError, computed_values
+
+    # a plain check failing on computed values is a bug; a user's input passes through unchanged
+    with pytest.raises(InternalError, match="training x: means: expected shape"):
+        with computed_values("training x"):
+            raise InputError("means: expected shape [*, 3], got (4, 2)")
+    with pytest.raises(UserInputError, match="corrupt.png"):
+        with computed_values("training x"):
+            raise UserInputError("corrupt.png: not a readable image")
+
+    # a config key set by a flag names the flag too
+    context = ErrorContext(flags={"router.temperature": "--temperature", "seed": "--set"}, run_folder=tmp_path / "run",
+                           cache=tmp_path / "cache")
+    with pytest.raises(typer.Exit) as info, command_errors(context):
+        raise ConfigError("router.temperature", "expected a finite number > 0, got inf")
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err == "Error: --temperature (router.temperature): expected a finite number > 0, got inf\n"
+    with pytest.raises(typer.Exit), command_errors(context):
+        raise ConfigError("seed", "expected an integer >= 0, got -1")
+    assert capsys.readouterr().err == "Error: seed: expected an integer >= 0, got -1\n"
+
+    # a bug before the run folder is claimed goes to <cache>/logs (a refused folder is never written)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(typer.Exit) as info, command_errors(context):
+        with computed_values("training x"):
+            raise InputError("means: expected shape [*, 3], got (4, 2)")
+    assert info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: internal error (a bug in moegs-bench") and "Traceback" not in err
+    logs = list((tmp_path / "cache" / "logs").glob("error-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in " ".join(err.split()) and not any((tmp_path / "run").iterdir())
+    assert "Traceback" in logs[0].read_text() and "InternalError" in logs[0].read_text()
+    # once the folder holds our run.json, the log goes there
+    (tmp_path / "run" / "run.json").write_text("{}")
+    with pytest.raises(typer.Exit) as info, command_errors(context):
+        raise KeyError("a bug")
+    assert info.value.exit_code == 1 and len(list((tmp_path / "run").glob("error-*.log"))) == 1
+    capsys.readouterr()
+
+    # an OS error about a file is one line naming it: 2 for a path that cannot be used, 1 for a full disk
+    import errno
+
+    with pytest.raises(typer.Exit) as info, command_errors(context):
+        raise PermissionError(errno.EACCES, "Permission denied", "/root/x")
+    assert info.value.exit_code == 2 and capsys.readouterr().err == "Error: /root/x: Permission denied\n"
+    with pytest.raises(typer.Exit) as info, command_errors(context):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.pt")
+    assert info.value.exit_code == 1 and capsys.readouterr().err == "Error: /data/out.pt: No space left on device\n"
+
+
+def test_an_unexpected_exception_in_any_command_is_a_bug_report(tmp_path: Path, monkeypatch) -> None:
+    """A command without its own error context still reports a bug, not a traceback: the group
+    every moegs-bench command runs in does it (here a group with one command that fails)."""
+    from moegs_bench.cli import _Group
+
+    group = typer.Typer(cls=_Group)
+
+    @group.command()
+    def divide(n: int) -> None:
+        typer.echo(1 // n)
+
+    @group.command()
+    def other() -> None:  # (a second command: typer then keeps command names)
+        """Unused."""
+
+    monkeypatch.setenv("MOEGS_BENCH_CACHE", str(tmp_path))
+    assert CliRunner().invoke(group, ["divide", "2"]).exit_code == 0
+    result = CliRunner().invoke(group, ["divide", "0"])
+    assert result.exit_code == 1
+    assert "internal error" in result.output and "ZeroDivisionError" in result.output
+    logs = list((tmp_path / "logs").glob("error-*.log"))
+    assert len(logs) == 1 and "1 // n" in logs[0].read_text()
+    result = CliRunner().invoke(group, ["divide", "zero"])
+    assert result.exit_code == 2 and "Traceback" not in result.output  # a usage error stays one

@@ -13,6 +13,7 @@ import torch
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.data import open_scene
 from moegs_bench.data.synthetic import generate
+from moegs_bench.app.config import RunConfig
 from moegs_bench.app.run import RunRequest, run_mixture
 from moegs_bench.results import read_record
 from moegs_bench.router.mixture import ROUTER_PROFILES
@@ -45,7 +46,7 @@ def test_run_writes_the_whole_run_folder(finished, scene):
     assert "Traceback" not in proc.stderr
     assert "mixture - best expert" in proc.stdout and "mixture" in proc.stdout
     identity = json.loads((out / "run.json").read_text())
-    assert identity["experts"] == ["static", "stg"] and identity["router"]["variant"] == "volume-aware"
+    assert list(identity["experts"]) == ["static", "stg"] and identity["router"]["variant"] == "volume-aware"
     assert identity["router"]["iterations"] == 3 and identity["expert_iterations"] == 4
     mixture = read_record(out / "results" / "mixture.json")
     experts = [read_record(out / "results" / f"{e}.json") for e in ("static", "stg")]
@@ -124,8 +125,8 @@ def test_killed_router_training_resumes_to_the_same_router(scene, tmp_path, monk
     loaded, spec = open_scene(str(scene), cache_dir=tmp_path / "cache")
     registry = Registry.discover()
     cfg = replace(ROUTER_PROFILES["tiny"], iterations=5, checkpoint_every=2)
-    request = RunRequest(experts=("static", "stg"), scene_spec=spec, profile="tiny", router=cfg,
-                         expert_iterations=3)
+    settings = RunConfig.defaults([registry.get("static"), registry.get("stg")], profile="tiny", expert_iterations=3)
+    request = RunRequest(config=replace(settings, router=cfg), scene_spec=spec)
 
     def go(name: str):
         return run_mixture(request, loaded, tmp_path / name, registry=registry, cache_root=tmp_path / "experts",
@@ -183,3 +184,44 @@ def test_router_training_moves_the_experts_only_when_fine_tuning(scene, tmp_path
             assert moved, (eid, name)
         elif name in ("means", "sh_dc") and name not in ROUTER_COLUMNS:
             assert moved == finetune, (eid, name, finetune)
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--set", "router.temperature=inf"], ["router.temperature: expected a finite number > 0, got inf"]),
+        (["--temperature", "inf"], ["--temperature (router.temperature): expected a finite number > 0, got inf"]),
+        (["--set", "router.temprature=0.1"], ["router.temprature: unknown key", "closest valid keys",
+                                              "router.temperature"]),
+        (["--set", "experts.4dgs.train.iterations=5"], ["experts.4dgs.train.iterations: unknown key",
+                                                        "experts.stg.train.iterations"]),
+        (["--set", "experts.stg.train.lambda_dssim=-inf"], ["experts.stg.train.lambda_dssim: expected a finite"]),
+        (["--set", "router.variant=softmax"], ["router.variant: expected one of volume-aware"]),
+        (["--set", "router"], ["--set: expected KEY=VALUE"]),
+        (["--set", "router=1"], ["router: is a group of settings"]),
+        (["--frames", "0:0"], ["--frames (scene.frames)"]),
+    ],
+)
+def test_bad_settings_exit_2_before_any_work(scene, tmp_path, args, needles):
+    """Every setting is validated before anything runs or is written (no run folder, no cache)."""
+    proc = cli("run", "--experts", "static,stg", "--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"),
+               *args, *QUICK)
+    assert_one_line_error(proc, *needles)
+    assert not any(tmp_path.iterdir())
+
+
+def test_set_reaches_the_run_tree_and_run_json(finished, scene, tmp_path):
+    """``--set`` keys and shortcut flags end up in run.json's settings tree; --set wins over a flag."""
+    _, cache, _ = finished
+    proc = cli("run", "--experts", "static,stg", "--scene", str(scene), "--out", str(tmp_path), "--name", "set",
+               "--cache", str(cache), "--temperature", "0.5", "--set", "router.temperature=0.25",
+               "--set", "router.lambda_dssim=0.3", "--set", "experts.stg.train.lambda_dssim=0.1", *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    identity = json.loads((tmp_path / "set" / "run.json").read_text())
+    assert identity["router"]["temperature"] == 0.25 and identity["router"]["lambda_dssim"] == 0.3
+    assert identity["experts"]["stg"]["train"]["lambda_dssim"] == 0.1
+    assert identity["experts"]["static"]["train"]["iterations"] == 4  # --expert-iterations
+    assert identity["scene"]["id"] == identity["scene"]["spec"] and identity["scene"]["frames"] is None
+    assert "stg: training into" in proc.stdout  # another stg configuration: another cache entry
+    mixture = read_record(tmp_path / "set" / "results" / "mixture.json")
+    assert mixture.config["router"]["temperature"] == 0.25

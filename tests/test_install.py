@@ -1,4 +1,4 @@
-"""Packaging: the wheel maps the top-level folders into ``moegs_bench.*`` (DESIGN.md §2), ships
+"""Packaging: the wheel maps the top-level folders into ``moegs_bench.*`` (README, "Layout"), ships
 no generic top-level packages, and the editable install resolves the same module names."""
 
 from __future__ import annotations

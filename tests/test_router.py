@@ -24,14 +24,15 @@ from moegs_bench.render import rasterize, sh_to_rgb
 from moegs_bench.router.gate import (
     ROUTER_COLUMNS,
     ROUTER_INIT,
-    PixelRouter,
     attach_router,
     blend,
+    build_router,
     pixel_mlp,
     ray_features,
     router_vectors,
 )
-from moegs_bench.router.mixture import ROUTER_PROFILES, Mixture, RouterConfig
+from moegs_bench.router.config import ROUTER_PROFILES, RouterConfig
+from moegs_bench.router.mixture import Mixture
 from moegs_bench.router.render import RENDER_MODES, render_experts
 from reference_raster import reference_rasterize
 
@@ -429,11 +430,11 @@ def hand_softmax(x: list[float]) -> list[float]:
 @pytest.mark.parametrize("T", [1.0, 0.1])
 def test_volume_aware_gates_with_zero_phi_are_softmax_of_W_over_T(T):
     maps, cam = hand_maps(), small_camera()
-    router = PixelRouter(3, "volume-aware", temperature=T).double()
+    router = build_router("volume-aware", 3, temperature=T).double()
     with torch.no_grad():
         for p in router.phi.parameters():
             p.zero_()
-    gates = router.gates(maps, cam, 0.3).detach()
+    gates = router.gates(maps, cam).detach()
     assert gates.shape == (3, 2, 3)
     for i in range(2):
         for j in range(3):
@@ -442,29 +443,29 @@ def test_volume_aware_gates_with_zero_phi_are_softmax_of_W_over_T(T):
                 assert abs(float(gates[k, i, j]) - want[k]) <= 1e-12, (T, i, j, k)
     torch.testing.assert_close(gates.sum(0), torch.ones(2, 3, dtype=torch.float64), rtol=0, atol=1e-12)
     # the temperature argument overrides the constructor's
-    torch.testing.assert_close(router.gates(maps, cam, 0.3, temperature=1.0),
+    torch.testing.assert_close(router.gates(maps, cam, temperature=1.0),
                                torch.softmax(maps[..., 0], 0), rtol=0, atol=1e-12)
 
 
 def test_lower_temperature_sharpens_the_gate():
     maps, cam = hand_maps(), small_camera()
     torch.manual_seed(4)
-    router = PixelRouter(3, "volume-aware").double()
-    sharp = router.gates(maps, cam, 0.3, temperature=0.1).amax(0)
-    soft = router.gates(maps, cam, 0.3, temperature=1.0).amax(0)
+    router = build_router("volume-aware", 3).double()
+    sharp = router.gates(maps, cam, temperature=0.1).amax(0)
+    soft = router.gates(maps, cam, temperature=1.0).amax(0)
     assert (sharp >= soft - 1e-12).all() and (sharp > soft + 1e-3).any()
-    torch.testing.assert_close(router.gates(maps, cam, 0.3, temperature=0.1).sum(0),
+    torch.testing.assert_close(router.gates(maps, cam, temperature=0.1).sum(0),
                                torch.ones(2, 3, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_phi_layers():
-    router = PixelRouter(4, "volume-aware")
+    router = build_router("volume-aware", 4)
     convs = [m for m in router.phi if isinstance(m, torch.nn.Conv2d)]
     assert [tuple(c.weight.shape) for c in convs] == [(6, 8, 1, 1), (3, 6, 1, 1), (1, 3, 1, 1)]
     assert all(c.bias is None for c in convs)
     assert sum(isinstance(m, torch.nn.ReLU) for m in router.phi) == 2
     assert sum(p.numel() for p in router.parameters()) == 6 * 8 + 3 * 6 + 3
-    assert PixelRouter(2, "volume").phi is None and not list(PixelRouter(2, "volume").parameters())
+    assert build_router("volume", 2).phi is None and not list(build_router("volume", 2).parameters())
     mlp = pixel_mlp((5, 7, 2))
     assert [type(m).__name__ for m in mlp] == ["Conv2d", "ReLU", "Conv2d"]
 
@@ -480,12 +481,12 @@ def hand_rays(cam: Camera, i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_volume_aware_logits_are_W_plus_phi_by_hand():
     maps, cam = hand_maps(), small_camera()
     torch.manual_seed(5)
-    router = PixelRouter(3, "volume-aware").double()
+    router = build_router("volume-aware", 3).double()
     with torch.no_grad():  # random weights with both signs, so the ReLUs cut somewhere
         for p in router.phi.parameters():
             p.normal_()
     W1, W2, W3 = (c.weight[:, :, 0, 0].detach() for c in router.phi if isinstance(c, torch.nn.Conv2d))
-    logits = router.logits(maps, cam, 0.3).detach()
+    logits = router.logits(maps, cam).detach()
     assert logits.shape == (3, 2, 3)
     relu_cut = False
     for i in range(2):
@@ -499,13 +500,13 @@ def test_volume_aware_logits_are_W_plus_phi_by_hand():
                 want = float(maps[k, i, j, 0] + phi[0])
                 assert abs(float(logits[k, i, j]) - want) <= 1e-5, (i, j, k)  # rays are float32
     assert relu_cut, "no ReLU was active: the check would not see a missing nonlinearity"
-    torch.testing.assert_close(router.gates(maps, cam, 0.3), torch.softmax(logits, 0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(router.gates(maps, cam), torch.softmax(logits, 0), rtol=0, atol=1e-12)
 
 
 def test_volume_gate_is_the_W_channel():
     maps, cam = hand_maps(), small_camera()
-    router = PixelRouter(3, "volume", temperature=0.1)
-    gates = router.gates(maps, cam, 0.3)
+    router = build_router("volume", 3, temperature=0.1)
+    gates = router.gates(maps, cam)
     assert torch.equal(gates, maps[..., 0])  # no softmax, no temperature
     assert router.uses_gaussian_weights
 
@@ -513,26 +514,26 @@ def test_volume_gate_is_the_W_channel():
 def test_pixel_gate_ignores_maps_and_sums_to_one():
     maps, cam = hand_maps(), small_camera()
     torch.manual_seed(2)
-    router = PixelRouter(3, "pixel").double()
+    router = build_router("pixel", 3).double()
     assert not router.uses_gaussian_weights
-    g1 = router.gates(maps, cam, 0.3)
-    g2 = router.gates(torch.randn_like(maps) * 10, cam, 0.3)
+    g1 = router.gates(maps, cam)
+    g2 = router.gates(torch.randn_like(maps) * 10, cam)
     assert g1.shape == (3, 2, 3)
     assert torch.equal(g1, g2)
     torch.testing.assert_close(g1.sum(0), torch.ones(2, 3, dtype=torch.float64), rtol=0, atol=1e-12)
     assert (g1 > 0).all()
-    assert not torch.allclose(g1, router.gates(maps, cam, 0.9)), "the pixel gate ignores t"
+    assert not torch.allclose(g1, router.gates(maps, small_camera(0.9))), "the pixel gate ignores t"
 
 
 def test_router_rejects_bad_arguments():
     with pytest.raises(InputError):
-        PixelRouter(1)
+        build_router("volume-aware", 1)
     with pytest.raises(InputError):
-        PixelRouter(3, "banana")
+        build_router("banana", 3)
     with pytest.raises(InputError):
-        PixelRouter(3, temperature=0.0)
+        build_router("volume-aware", 3, temperature=0.0)
     with pytest.raises(InputError):
-        PixelRouter(2).logits(hand_maps(), small_camera(), 0.0)  # 3 maps for a 2-expert router
+        build_router("volume-aware", 2).logits(hand_maps(), small_camera(0.0))  # 3 maps for a 2-expert router
     with pytest.raises(InputError):
         blend(torch.zeros(2, 2, 3, 3), torch.zeros(2, 2, 2))
 
@@ -673,7 +674,7 @@ def test_mixture_blend_matches_its_parts():
         states = [e.gaussians_at(cam) for e in experts]
         multi = render_experts(states, cam, router=[router_vectors(s.extras, 0.5) for s in states], mode="exact")
         torch.testing.assert_close(out.experts.router_maps, multi.router_maps, rtol=0, atol=1e-5)
-        gates = mix.router.gates(multi.router_maps, cam, 0.5)
+        gates = mix.router.gates(multi.router_maps, cam, mix.temperature)
         torch.testing.assert_close(out.gates, gates, rtol=0, atol=1e-5)
         torch.testing.assert_close(out.image, (gates[..., None] * multi.images).sum(0), rtol=0, atol=1e-5)
 
@@ -703,7 +704,7 @@ def test_merged_shares_split_the_shared_alpha():
 def test_merged_blend_of_disjoint_experts_is_the_covering_experts_image(use_bg):
     """Where one expert alone covers a pixel, blend_shares gives its separate image whatever the
     gates; where none does, the background."""
-    from moegs_bench.router.mixture import blend_shares
+    from moegs_bench.router.render import blend_shares
 
     cam, scene, bg = make_camera(), disjoint_scene(3), background(use_bg)
     bg = torch.zeros(3, dtype=torch.float64) if bg is None else bg
@@ -718,3 +719,62 @@ def test_merged_blend_of_disjoint_experts_is_the_covering_experts_image(use_bg):
     want = torch.gather(sep.images, 0, owner[None, :, :, None].expand(1, H, W, 3))[0]
     want = torch.where(covered.any(0)[..., None], want, bg)
     assert_close(image, want, 1e-9, "merged blend")
+
+
+def test_mixture_temperature_follows_the_routers_training_flag():
+    """Training T while the router trains, the evaluation T after eval(): gates are
+    softmax(logits / T) with the T of the mode, by hand; the experts' flags are left alone."""
+    experts = [build_expert("static", 0), build_expert("stg", 1)]
+    torch.manual_seed(3)
+    mix = Mixture(experts, RouterConfig(temperature=0.25, eval_temperature=4.0))
+    cam = mixture_camera()
+    for e in mix.experts:
+        e.train(False)  # router training with frozen experts
+    with torch.no_grad():
+        assert mix.router.training and mix.temperature == 0.25
+        train = mix(cam)
+        logits = mix.router.logits(train.experts.router_maps, cam)
+        assert float(logits.std()) > 0.05, "flat logits: the temperature would not show"
+        torch.testing.assert_close(train.gates, torch.softmax(logits / 0.25, 0), rtol=0, atol=1e-6)
+        mix.router.eval()
+        assert [e.training for e in mix.experts] == [False, False]
+        assert mix.temperature == 4.0
+        test = mix(cam)
+        torch.testing.assert_close(test.gates, torch.softmax(logits / 4.0, 0), rtol=0, atol=1e-6)
+        assert float((test.gates - train.gates).abs().max()) > 1e-2
+        mix.train()
+        assert mix.temperature == 0.25 and torch.equal(mix(cam).gates, train.gates)
+        mix.eval()
+        assert torch.equal(mix(cam).gates, test.gates)
+    # no evaluation T given: the training T in both modes (the reference code's choice is explicit)
+    same = Mixture([build_expert("static", 0), build_expert("stg", 1)], RouterConfig(temperature=0.5))
+    assert same.temperature == 0.5 and same.eval().temperature == 0.5
+
+
+def test_mixture_takes_the_time_from_the_camera():
+    """The router vectors and the gates see camera.time: the same camera at two times gives the
+    gates of the router maps splatted at each time."""
+    experts = [build_expert("static", 0), build_expert("stg", 1)]
+    torch.manual_seed(4)
+    mix = Mixture(experts, RouterConfig(render_mode="exact")).eval()
+    with torch.no_grad():
+        experts[1].table["router_w_time"].normal_()
+        outs = {t: mix(Camera.look_at((0.0, 0.0, -3.0), (0.0, 0.0, 0.0), width=W, height=H, fov_x_deg=60.0, time=t))
+                for t in (0.1, 0.9)}
+        for t, out in outs.items():
+            cam = Camera.look_at((0.0, 0.0, -3.0), (0.0, 0.0, 0.0), width=W, height=H, fov_x_deg=60.0, time=t)
+            states = [e.gaussians_at(t) for e in experts]
+            multi = render_experts(states, cam, router=[router_vectors(s.extras, t) for s in states], mode="exact")
+            torch.testing.assert_close(out.experts.router_maps, multi.router_maps, rtol=0, atol=1e-6)
+        assert float((outs[0.1].gates - outs[0.9].gates).abs().max()) > 1e-3
+
+
+def test_mixture_storage_bytes_by_hand():
+    """Three float32 router columns per Gaussian of every expert, plus Phi's float32 weights."""
+    experts = [build_expert("static", 0), build_expert("stg", 1)]
+    n = sum(e.num_gaussians for e in experts)
+    assert Mixture(experts, RouterConfig()).storage_bytes() == 12 * n + 4 * (6 * 8 + 3 * 6 + 1 * 3)
+    experts = [build_expert("static", 0), build_expert("stg", 1)]
+    assert Mixture(experts, RouterConfig(variant="volume")).storage_bytes() == 12 * n
+    experts = [build_expert("static", 0), build_expert("stg", 1)]
+    assert Mixture(experts, RouterConfig(variant="pixel")).storage_bytes() == 12 * n + 4 * (16 * 7 + 16 * 16 + 2 * 16)

@@ -13,8 +13,8 @@ Run folder::
     results/<expert>.json    each expert's results record (copied from its training run)
     results/mixture.json     the mixture's results record (written last: the run is finished)
 
-Experts come from a shared cache keyed by scene, expert, profile, configuration, seed and code
-version (``<cache>/experts/<scene>/<expert>-<profile>-<key>/``, each a ``train-expert`` run
+Experts come from a shared cache keyed by scene, expert, profile, configuration, seed and the
+expert's code (``<cache>/experts/<scene>/<expert>-<profile>-<key>/``, each a ``train-expert`` run
 folder), or from finished ``train-expert`` folders named with ``--expert-run``.
 """
 
@@ -30,12 +30,14 @@ from typing import Any
 
 import torch
 
-from moegs_bench import __version__
-from moegs_bench._checks import InputError
+from moegs_bench.app.config import RunConfig
+from moegs_bench.codehash import class_modules, closure_digest
+from moegs_bench.config import ConfigError
 from moegs_bench.data.scene import Scene
 from moegs_bench.io import atomic_write
 from moegs_bench.metrics import LpipsMetric, storage_mb
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
+from moegs_bench.router.config import RouterConfig
 from moegs_bench.run_folder import RunFolderError, claim_folder, read_identity
 from moegs_bench.training.evaluate import evaluate
 
@@ -48,19 +50,39 @@ GATE_VIEWS = 4  # gate-map figures for the first test views
 
 @dataclass(frozen=True)
 class RunRequest:
-    experts: tuple[str, ...]
-    scene_spec: str  # canonical
-    profile: str
-    router: Any  # router.mixture.RouterConfig
-    seed: int = 0
-    expert_iterations: int | None = None
+    """One MoE-GS run: its settings (:class:`~moegs_bench.app.config.RunConfig`, resolved), the
+    scene's id (:func:`~moegs_bench.app.config.open_configured_scene`: it names the data in
+    records and cache keys) and the experts taken from finished ``train-expert`` folders."""
+
+    config: RunConfig
+    scene_spec: str
     expert_runs: tuple[tuple[str, str], ...] = ()  # (expert id, finished train-expert folder)
 
+    @property
+    def experts(self) -> tuple[str, ...]:
+        return tuple(self.config.experts)
+
+    @property
+    def profile(self) -> str:
+        return self.config.profile
+
+    @property
+    def router(self) -> RouterConfig:
+        return self.config.router
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def expert_iterations(self) -> int | None:
+        return self.config.expert_iterations
+
     def identity(self) -> dict[str, Any]:
-        return {"kind": "moegs-bench/mixture-run", "experts": list(self.experts), "scene": self.scene_spec,
-                "profile": self.profile, "seed": self.seed, "expert_iterations": self.expert_iterations,
-                "expert_runs": {k: v for k, v in self.expert_runs}, "router": self.router.to_dict(),
-                "code_version": __version__}
+        """What ``run.json`` holds: the settings tree, the scene's id and the ``--expert-run`` folders."""
+        tree = self.config.to_dict()
+        return {"kind": "moegs-bench/mixture-run", **tree, "scene": {**tree["scene"], "id": self.scene_spec},
+                "expert_runs": {k: v for k, v in self.expert_runs}}
 
 
 @dataclass
@@ -83,11 +105,24 @@ def default_run_name(scene_spec: str, experts: Sequence[str]) -> str:
     return f"{scene_slug(scene_spec)}_{'+'.join(experts)}"
 
 
+def expert_code_roots(expert_cls: type, config: Any) -> tuple[str, ...]:
+    """The modules whose source closure is an expert training's code: the expert's class and its
+    base classes up to Expert, its config class and the module of the training entry point."""
+    from moegs_bench.adapters.base import Expert
+    from moegs_bench.training.trainer import train_expert
+
+    return (*class_modules(expert_cls, Expert), type(config).__module__, train_expert.__module__)
+
+
 def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type, config: Any, profile: str,
                         seed: int) -> Path:
-    """The shared cache folder of one expert training (keyed by everything that changes its result)."""
+    """The shared cache folder of one expert training, keyed by everything that determines its result:
+    expert, state version, profile, configuration, scene, seed, torch version and code (the digest of the source
+    closure of :func:`expert_code_roots`, see :mod:`moegs_bench.codehash`): editing the expert or the
+    training code it runs through gives a new folder; editing the CLI, the router or the reports does not."""
     key = {"expert": expert_cls.info.id, "state_version": expert_cls.state_version, "profile": profile,
-           "config": config.to_dict(), "scene": scene_spec, "seed": seed, "code_version": __version__}
+           "config": config.to_dict(), "scene": scene_spec, "seed": seed, "torch": torch.__version__,
+           "code": closure_digest(expert_code_roots(expert_cls, config))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root / scene_slug(scene_spec) / f"{expert_cls.info.id}-{profile}-{digest}"
 
@@ -98,16 +133,16 @@ def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str,
 
     identity = read_identity(folder)
     if identity is None:
-        raise InputError(f"--expert-run {expert_id}={folder}: not a train-expert run folder (no run.json)")
+        raise RunFolderError(f"--expert-run {expert_id}={folder}: not a train-expert run folder (no run.json)")
     if identity.get("expert") != expert_id:
-        raise InputError(f"--expert-run {expert_id}={folder}: holds expert {identity.get('expert')!r}, "
-                         f"not {expert_id!r}")
+        raise RunFolderError(f"--expert-run {expert_id}={folder}: holds expert {identity.get('expert')!r}, "
+                             f"not {expert_id!r}")
     if identity.get("scene") != scene_spec:
-        raise InputError(f"--expert-run {expert_id}={folder}: trained on scene {identity.get('scene')!r}, "
-                         f"this run's scene is {scene_spec!r}")
+        raise RunFolderError(f"--expert-run {expert_id}={folder}: trained on scene {identity.get('scene')!r}, "
+                             f"this run's scene is {scene_spec!r}")
     if not (folder / FINAL_CKPT).is_file() or not (folder / RESULTS_FILE).is_file():
-        raise InputError(f"--expert-run {expert_id}={folder}: training is not finished (no {FINAL_CKPT} / "
-                         f"{RESULTS_FILE}); finish it with train-expert --resume")
+        raise RunFolderError(f"--expert-run {expert_id}={folder}: training is not finished (no {FINAL_CKPT} / "
+                             f"{RESULTS_FILE}); finish it with train-expert --resume")
     return identity
 
 
@@ -117,18 +152,21 @@ def run_mixture(
 ) -> RunResult:
     """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc."""
     from moegs_bench.router.mixture import Mixture
-    from moegs_bench.router.train import save_router_checkpoint, train_router
+    from moegs_bench.router.train import train_router
     from moegs_bench.training.trainer import RESULTS_FILE, train_expert
 
     out_dir = Path(out_dir)
     if len(request.experts) < 2:
-        raise InputError(f"--experts: a mixture needs at least two experts, got {', '.join(request.experts)}")
+        raise ConfigError("experts", f"a mixture needs at least two experts, got {', '.join(request.experts)}")
     classes = [registry.get(e) for e in request.experts]
     runs = dict(request.expert_runs)
     unknown = sorted(set(runs) - set(request.experts))
     if unknown:
-        raise InputError(f"--expert-run names {', '.join(unknown)}, which is not in --experts")
+        raise ConfigError("experts", f"--expert-run names {', '.join(unknown)}, which is not one of the experts")
     sources = {e: check_expert_run(Path(runs[e]), e, request.scene_spec) for e in runs}
+    # an expert of a finished training has that training's settings (run.json says so)
+    request = replace(request, config=request.config.with_experts({
+        e: registry.get(e).config_class.from_dict(ident["config"], key=f"experts.{e}") for e, ident in sources.items()}))
     claim_folder(out_dir, request.identity(), what="mixture run", owned=OWNED, force=force)
     if (out_dir / MIXTURE_RECORD).is_file():
         log(f"{out_dir}: finished run found; reporting it (pass --force to redo)")
@@ -141,14 +179,11 @@ def run_mixture(
     provenance: dict[str, Any] = json.loads(known.read_text()) if known.is_file() else {}
     for cls in classes:
         eid = cls.info.id
+        config = request.config.experts[eid]  # the profile's (stretched, --set) or the folder's
         if eid in sources:
-            ident = sources[eid]
-            config, profile, folder = cls.config_class.from_dict(ident["config"]), ident["profile"], Path(runs[eid])
-            seed = ident["seed"]
+            profile, seed, folder = sources[eid]["profile"], sources[eid]["seed"], Path(runs[eid])
         else:
-            config, profile, seed = cls.profile(request.profile), request.profile, request.seed
-            if request.expert_iterations is not None:
-                config = config.with_iterations(request.expert_iterations)
+            profile, seed = request.profile, request.seed
             folder = expert_cache_folder(cache_root, request.scene_spec, cls, config, profile, seed)
         finished = (folder / RESULTS_FILE).is_file()
         log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
@@ -163,30 +198,18 @@ def run_mixture(
         _write_json(known, provenance)
 
     # 2. router
-    mixture = Mixture(experts, request.router)
-    final = out_dir / ROUTER_FINAL
-    if final.is_file():
-        from moegs_bench.router.train import load_router_checkpoint
-
-        ck = load_router_checkpoint(final, mixture)
-        mixture.load_router_state(ck["router"])
-        router_seconds = ck["elapsed"]
-        log(f"router already trained ({final})")
-    else:
-        latest = out_dir / ROUTER_LATEST
-        router_seconds = train_router(mixture, scene, latest, seed=request.seed, progress=progress, log=log)
-        save_router_checkpoint(final, mixture, request.router.iterations, router_seconds, None)
-        latest.unlink(missing_ok=True)
+    mixture = Mixture(experts, request.router)  # trained, resumed or loaded (router/mixture.pt) here:
+    router_seconds = train_router(mixture, scene, out_dir / ROUTER_LATEST, final=out_dir / ROUTER_FINAL,
+                                  seed=request.seed, progress=progress, log=log)
     mixture.eval()
 
     # 3. evaluation, gate maps, video; the mixture record last
     bg = scene.background
-    T = request.router.test_temperature
-    render = lambda f: mixture(f.camera, bg, temperature=T).image  # noqa: E731
+    render = lambda f: mixture(f.camera, bg).image  # noqa: E731 (eval mode: the test temperature)
     log(f"evaluating the mixture on {len(scene.test)} test views")
     ev = evaluate(render, scene, out_dir=out_dir / "renders" / "test", lpips=LpipsMetric())
-    write_gate_maps(mixture, scene, out_dir / "gates", T)
-    write_gate_video(mixture, scene, out_dir / "video" / "mixture_gates.mp4", T)
+    write_gate_maps(mixture, scene, out_dir / "gates")
+    write_gate_video(mixture, scene, out_dir / "video" / "mixture_gates.mp4")
     (out_dir / "results").mkdir(exist_ok=True)
     for eid, rec in zip(request.experts, records):
         write_record(out_dir / "results" / f"{eid}.json", rec)
@@ -196,10 +219,8 @@ def run_mixture(
 
 
 def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord], router_seconds: float):
-    from moegs_bench.router.gate import ROUTER_COLUMNS
-
     n = sum(e.num_gaussians for e in mixture.experts)
-    router_bytes = 4 * len(ROUTER_COLUMNS) * n + sum(p.numel() * p.element_size() for p in mixture.router.parameters())
+    router_bytes = mixture.storage_bytes()
     nbytes = sum(r.storage_bytes for r in records) + router_bytes
     expert_seconds = {r.name: r.timing.train_seconds for r in records}
     return ResultRecord(
@@ -220,14 +241,15 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 @torch.no_grad()
-def write_gate_maps(mixture, scene: Scene, folder: Path, temperature: float, views: int = GATE_VIEWS) -> list[Path]:
-    """Gate-map figures (winner map with legend, per-expert heatmaps) of the first test views."""
+def write_gate_maps(mixture, scene: Scene, folder: Path, views: int = GATE_VIEWS) -> list[Path]:
+    """Gate-map figures (winner map with legend, per-expert heatmaps) of the first test views
+    (at the mixture's current temperature: the test one after ``mixture.eval()``)."""
     from moegs_bench.reports.gate_maps import save_gate_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for frame in list(scene.test)[:views]:
-        out = mixture(frame.camera, scene.background, temperature=temperature)
+        out = mixture(frame.camera, scene.background)
         path = folder / (frame.key.replace("/", "__") + ".png")
         save_gate_figure(path, out.gates, mixture.expert_ids, image=out.image.clamp(0, 1),
                          title=f"{frame.key} (t = {frame.camera.time:.2f})")
@@ -236,8 +258,9 @@ def write_gate_maps(mixture, scene: Scene, folder: Path, temperature: float, vie
 
 
 @torch.no_grad()
-def write_gate_video(mixture, scene: Scene, path: Path, temperature: float, fps: int = 10) -> int:
-    """The mixture next to its winner map at every frame time, seen by the first test camera."""
+def write_gate_video(mixture, scene: Scene, path: Path, fps: int = 10) -> int:
+    """The mixture next to its winner map at every frame time, seen by the first test camera
+    (at the mixture's current temperature: the test one after ``mixture.eval()``)."""
     from moegs_bench.reports.gate_maps import video_frame, write_video
 
     camera = scene.test[0].camera
@@ -245,7 +268,7 @@ def write_gate_video(mixture, scene: Scene, path: Path, temperature: float, fps:
 
     def frames():
         for t in times:
-            out = mixture(replace(camera, time=t), scene.background, temperature=temperature)
+            out = mixture(replace(camera, time=t), scene.background)
             yield video_frame(out.image.clamp(0, 1), out.gates)
 
     path.parent.mkdir(parents=True, exist_ok=True)

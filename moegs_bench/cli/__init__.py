@@ -13,7 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from moegs_bench import __version__
-from moegs_bench.cli._common import print_error, user_errors
+from moegs_bench.cli._common import ErrorContext, command_errors, handle_unexpected, print_error, user_errors
+from moegs_bench.router.catalog import RENDER_MODES, ROUTER_VARIANTS
 
 __all__ = ["app", "main"]
 
@@ -53,6 +54,11 @@ class _Group(TyperGroup):
         except typer.Abort:  # (typer vendors click; its Abort is typer.Abort)
             print_error("aborted")
             sys.exit(1)
+        except Exception as exc:  # not a user error (those are one line already): a bug, or an OS error
+            try:
+                handle_unexpected(exc)
+            except typer.Exit as done:
+                sys.exit(done.exit_code)
         # standalone_mode=False returns the exit code of typer.Exit / --help, or the command's value
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -273,6 +279,35 @@ def experts_list(
         run_list(plugins=plugins or [], as_json=as_json)
 
 
+@experts_app.command("check")
+def experts_check(
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="ID", help="Expert id(s) to check (default: the --plugin classes).",
+                       show_default=False),
+    ] = None,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", "-p", metavar="MODULE:CLASS",
+                     help="Load this Expert subclass (importable module, repeatable); checked when no ID is given.",
+                     show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (one object per expert).")] = False,
+) -> None:
+    """Run the expert contract on an expert and print a table of checks: pass or fail, with the reason.
+
+    On a tiny synthetic scene (seconds per expert on a CPU): gradients reach every optimiser group,
+    state_dict round trip across a different number of Gaussians, pruning of attached columns,
+    determinism, gaussians_at shapes and conventions, a few steps of the shared trainer. Exit code
+    0 when every check passes, 1 when one fails (README, "Adding an expert").
+    """
+    from moegs_bench.cli._experts import run_check
+
+    with user_errors():
+        code = run_check(ids=ids or [], plugins=plugins or [], as_json=as_json)
+    raise typer.Exit(code)
+
+
 class Profile(str, Enum):
     """Configuration profiles every expert ships."""
 
@@ -292,6 +327,23 @@ _PluginOption = Annotated[
     list[str] | None,
     typer.Option("--plugin", metavar="MODULE:CLASS", help="Load an Expert subclass not installed as an entry point.",
                  show_default=False),
+]
+_SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Set any setting by its key (repeatable), e.g. [b]router.temperature=0.1[/b] or "
+                      "[b]experts.4dgs.train.iterations=500[/b]; applied after the other options, so it wins. "
+                      "Keys: README, \"Settings\".", show_default=False),
+]
+_DownscaleOption = Annotated[
+    int | None,
+    typer.Option("--downscale", min=1, max=64, show_default=False,
+                 help="Image downscale factor (default: the dataset protocol's; key scene.downscale)."),
+]
+_FramesOption = Annotated[
+    str | None,
+    typer.Option("--frames", metavar="START:END", show_default=False,
+                 help="Frames START:END of the sequence, END exclusive (default: the protocol's; key scene.frames)."),
 ]
 
 
@@ -325,6 +377,10 @@ def train_expert(
                                      "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    downscale: _DownscaleOption = None,
+    frames: _FramesOption = None,
+    settings: _SetOption = None,
+    ctx: typer.Context = None,  # type: ignore[assignment] - typer fills it
 ) -> None:
     """Train one expert on a scene: checkpoint, test renders and a results record.
 
@@ -335,27 +391,18 @@ def train_expert(
     """
     from moegs_bench.cli._train import run_train_expert
 
-    with user_errors():
+    context = ErrorContext(run_folder=out, cache=cache)
+    with command_errors(context):
         run_train_expert(expert=expert, out=out, scene=scene, profile=profile.value, iterations=iterations,
                          seed=seed, resume=resume, force=force, plugins=plugins or [], cache=cache,
-                         progress=progress)
+                         progress=progress, downscale=downscale, frames=frames, settings=settings or [],
+                         given=_given(ctx), context=context)
 
 
-class RouterVariant(str, Enum):
-    """Router variants (paper Table 4)."""
-
-    volume_aware = "volume-aware"
-    pixel = "pixel"
-    volume = "volume"
-
-
-class MultiRenderMode(str, Enum):
-    """Ways to render K experts (README, "Multi-expert rendering")."""
-
-    reference = "reference"
-    separate = "separate"
-    merged = "merged"
-    exact = "exact"
+# --router and --render-mode choices and help come from the torch-free registries: adding a
+# variant or a mode does not touch the CLI.
+RouterVariant = Enum("RouterVariant", {n: n for n in ROUTER_VARIANTS.names()}, type=str)  # type: ignore[misc]
+MultiRenderMode = Enum("MultiRenderMode", {n: n for n in RENDER_MODES.names()}, type=str)  # type: ignore[misc]
 
 
 @app.command("run")
@@ -379,16 +426,11 @@ def run(
                                    "(experts and router)."),
     ] = Profile.tiny,
     router: Annotated[
-        RouterVariant, typer.Option("--router", case_sensitive=False,
-                                    help="[b]volume-aware[/b] (the paper's), [b]pixel[/b] (2D weights only) or "
-                                         "[b]volume[/b] (per-Gaussian weights, no per-pixel softmax)."),
-    ] = RouterVariant.volume_aware,
+        RouterVariant, typer.Option("--router", case_sensitive=False, help=ROUTER_VARIANTS.help_text()),
+    ] = RouterVariant("volume-aware"),
     render_mode: Annotated[
-        MultiRenderMode, typer.Option("--render-mode", case_sensitive=False,
-                                      help="[b]exact[/b] (one pass, one transmittance per expert), [b]separate[/b] "
-                                           "(K passes), [b]merged[/b] (the paper's single pass: experts occlude each "
-                                           "other) or [b]reference[/b] (the released code's 2K passes)."),
-    ] = MultiRenderMode.exact,
+        MultiRenderMode, typer.Option("--render-mode", case_sensitive=False, help=RENDER_MODES.help_text()),
+    ] = MultiRenderMode("exact"),
     temperature: Annotated[
         float | None,
         typer.Option("--temperature", min=1e-6, show_default=False,
@@ -424,6 +466,10 @@ def run(
                                      "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    downscale: _DownscaleOption = None,
+    frames: _FramesOption = None,
+    settings: _SetOption = None,
+    ctx: typer.Context = None,  # type: ignore[assignment] - typer fills it
 ) -> None:
     """Train and evaluate a MoE-GS mixture: experts, router, test metrics, gate maps and a video.
 
@@ -436,14 +482,23 @@ def run(
     """
     from moegs_bench.cli._run import run_mixture_cli
 
-    with user_errors():
+    context = ErrorContext(cache=cache)
+    with command_errors(context):
         run_mixture_cli(
             experts=experts, scene=scene, out=out, name=name, profile=profile.value, router=router.value,
             render_mode=render_mode.value, temperature=temperature, reference_temperature=reference_temperature,
             finetune_experts=finetune_experts, expert_iterations=expert_iterations,
             router_iterations=router_iterations, expert_runs=expert_runs or [], seed=seed, force=force,
-            plugins=plugins or [], cache=cache, progress=progress,
+            plugins=plugins or [], cache=cache, progress=progress, downscale=downscale, frames=frames,
+            settings=settings or [], given=_given(ctx), context=context,
         )
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The parameters given on the command line (not left at their defaults): only those
+    become settings, so a flag's default never hides a profile's value."""
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 def main() -> None:

@@ -1,21 +1,44 @@
-"""Shared helpers of the CLI: one-line user errors and versions.
+"""Shared helpers of the CLI: one-line user errors, bug reports and versions.
 
 Nothing here imports torch: the root ``--help`` and the error printer must stay instant.
+
+Errors (README, "CLI reference"): a mistake in what the user gave (:class:`UserError`, any
+:class:`~moegs_bench.errors.UserInputError`, a plain :class:`~moegs_bench.errors.InputError`
+raised while the input is being read) is one red line and exit code 2; an operating-system error
+about a file is one line naming it; anything else is a bug in moegs-bench (or in an expert's
+code): :func:`report_bug` prints a short message, writes the traceback to a log file (in the run
+folder when there is one) and the exit code is 1. ``MOEGS_BENCH_DEBUG=1`` shows the traceback
+instead.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import platform
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 
+from moegs_bench.errors import InputError
+
 #: Exit code of every user mistake (the same as click's usage errors).
 USER_ERROR_EXIT = 2
+#: Exit code of a bug (an internal error) and of a system failure (a full disk).
+INTERNAL_ERROR_EXIT = 1
+#: OS errors that mean the user named a path that cannot be used (exit 2); others (a full disk,
+#: an I/O error) exit with 1.
+_USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT,
+                   errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY}
 
 
 class UserError(Exception):
@@ -39,23 +62,159 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(USER_ERROR_EXIT)
 
 
-def _is_input_error(exc: BaseException) -> bool:
-    # ``moegs_bench._checks`` imports torch; look it up only if something already loaded it.
-    checks = sys.modules.get("moegs_bench._checks")
-    return checks is not None and isinstance(exc, checks.InputError)
+@dataclass
+class ErrorContext:
+    """What a command knows about where it works, for its error messages: ``flags`` maps config
+    keys to the flag that set them (an error about ``router.temperature`` set by
+    ``--temperature`` names the flag), ``run_folder`` and ``cache`` are where a bug report goes."""
+
+    flags: dict[str, str] = field(default_factory=dict)
+    run_folder: Path | None = None
+    cache: Path | None = None
+
+    def message(self, exc: BaseException) -> str:
+        key = getattr(exc, "key", None)
+        flag = self.flags.get(key) if isinstance(key, str) else None
+        if flag and flag != "--set":
+            return f"{flag} ({key}): {exc.problem}"  # type: ignore[attr-defined]
+        return str(exc)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn :class:`UserError` and ``moegs_bench._checks.InputError`` into one line and exit 2."""
+def user_errors(context: ErrorContext | None = None) -> Iterator[None]:
+    """Turn :class:`UserError` and :class:`~moegs_bench.errors.InputError` (a user's input that
+    failed a check) into one line and exit 2. An :class:`~moegs_bench.errors.InternalError` (a
+    check on computed values, see :func:`moegs_bench.errors.computed_values`) and any other
+    exception propagate: they are bugs (:func:`bug_reports`)."""
     try:
         yield
     except UserError as exc:
         fail(str(exc))
-    except Exception as exc:
-        if _is_input_error(exc):
-            fail(str(exc))
+    except InputError as exc:
+        fail((context or ErrorContext()).message(exc))
+
+
+@contextmanager
+def bug_reports(context: ErrorContext | None = None) -> Iterator[None]:
+    """Report an exception that is not a user error (:func:`user_errors` inside handles those):
+    an :class:`OSError` about a file as one line (exit 2 for a path that cannot be used, 1 for a
+    full disk or an I/O error), anything else as a bug (:func:`report_bug`, exit 1)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in ("click", "typer"):  # usage errors: the group prints them
+            raise
+        handle_unexpected(exc, context)
+
+
+@contextmanager
+def command_errors(context: ErrorContext | None = None) -> Iterator[None]:
+    """:func:`user_errors` inside :func:`bug_reports`: what every command runs in."""
+    with bug_reports(context), user_errors(context):
+        yield
+
+
+def handle_unexpected(exc: BaseException, context: ErrorContext | None = None) -> NoReturn:
+    """Print ``exc`` (not a user error) as one line (an OS error) or as a bug report, and exit."""
+    if os.environ.get("MOEGS_BENCH_DEBUG"):
+        raise exc
+    if isinstance(exc, OSError) and (exc.filename is not None or exc.errno is not None):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        what = exc.strerror or str(exc)
+        print_error(f"{where}{what}")
+        raise typer.Exit(USER_ERROR_EXIT if exc.errno in _USER_OS_ERRORS else INTERNAL_ERROR_EXIT)
+    report_bug(exc, context)
+
+
+def report_bug(exc: BaseException, context: ErrorContext | None = None) -> NoReturn:
+    """A bug: a short message on stderr, the traceback in a log file, exit code 1."""
+    log = write_bug_log(exc, context or ErrorContext())
+    first = " ".join(str(exc).split()) or "(no message)"
+    print_error(f"internal error (a bug in moegs-bench or in an expert's code, not in your input): "
+                f"{type(exc).__name__}: {first}")
+    from rich.console import Console
+
+    where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
+    Console(stderr=True, highlight=False).print(f"{where}; please include it in a bug report.", soft_wrap=True,
+                                                markup=False)
+    raise typer.Exit(INTERNAL_ERROR_EXIT)
+
+
+def bug_log_folders(context: ErrorContext) -> list[Path]:
+    """Where a bug report may go, best first: the run folder (once it holds a ``run.json``: a
+    folder that is not a run folder is never written into), ``<cache>/logs``, the temp folder."""
+    from moegs_bench.data import default_cache_dir
+
+    folders = []
+    if context.run_folder is not None and (context.run_folder / "run.json").is_file():
+        folders.append(context.run_folder)
+    try:
+        folders.append((context.cache if context.cache is not None else default_cache_dir()) / "logs")
+    except Exception:  # noqa: BLE001 - no home folder: the temp folder below
+        pass
+    folders.append(Path(tempfile.gettempdir()) / "moegs-bench-logs")
+    return folders
+
+
+def write_bug_log(exc: BaseException, context: ErrorContext) -> Path | None:
+    """Write the command line, versions and traceback of ``exc`` to ``error-<time>-<pid>.log``
+    in the first folder of :func:`bug_log_folders` that takes it; its path, or None."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    text = (f"moegs-bench internal error, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n"
+            f"command: {' '.join(sys.argv)}\n"
+            f"versions: {versions()}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    for folder in bug_log_folders(context):
+        path = folder / f"error-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+#: A shortcut flag: (parameter, flag, config key, its value from the parameter's value). A
+#: command lists its shortcuts in the order they are applied, before ``--set``.
+Shortcut = tuple[str, str, str, Callable[[Any], Any]]
+
+
+def parse_frames(text: str) -> tuple[int, int]:
+    """``--frames START:END`` as ``(start, end)`` (the parsing of ``data info --frames``)."""
+    from moegs_bench.cli._data import parse_frame_range
+
+    start, end = parse_frame_range(text)  # type: ignore[misc]
+    return start, end
+
+
+#: The shortcut flags every training command has (``train-expert`` and ``run``): profile, seed
+#: and the scene. A command adds its own after these.
+TRAINING_SHORTCUTS: tuple[Shortcut, ...] = (
+    ("profile", "--profile", "profile", lambda v: v),
+    ("seed", "--seed", "seed", lambda v: v),
+    ("scene", "--scene", "scene.spec", lambda v: v),
+    ("downscale", "--downscale", "scene.downscale", lambda v: v),
+    ("frames", "--frames", "scene.frames", parse_frames),
+)
+
+
+def assignments(shortcuts: Sequence[Shortcut], values: dict[str, Any], given: set[str], settings: Sequence[str],
+                context: ErrorContext) -> list[Any]:
+    """The flags given (in ``shortcuts`` order), then ``--set`` (in command-line order): the last
+    assignment of a key wins. Records in ``context`` which flag set each key (error messages)."""
+    from moegs_bench.app.config import Assignment, text_assignments
+
+    out = []
+    for param, flag, key, value in shortcuts:
+        if param in given and values[param] is not None and values[param] is not False:
+            out.append(Assignment(key, value(values[param]), flag))
+    out.extend(text_assignments(settings))
+    for a in out:
+        context.flags[a.key] = a.origin
+    return out
 
 
 def dist_version(name: str) -> str | None:

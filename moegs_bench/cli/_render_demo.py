@@ -61,32 +61,18 @@ def prepare_out_dir(out: Path, *, force: bool) -> list[Path]:
 # --------------------------------------------------------------------------------------- backend
 
 
-def resolve_backend(requested: str) -> tuple[str, str]:
-    """Map ``auto|torch|gsplat`` to (backend, device).
+def choose_backend(requested: str) -> tuple[str, str]:
+    """``(backend, device)`` for ``--backend auto|torch|gsplat`` by the renderer's one policy
+    (``moegs_bench.render.resolve_backend``): the scene goes to ``cuda`` when gsplat will render
+    it (asked for, or ``auto`` with gsplat usable), else to ``cpu``; an unusable gsplat is a
+    UserError saying why."""
+    from moegs_bench.render import BackendUnavailable, device_for, resolve_backend
 
-    auto: gsplat on ``cuda`` when a CUDA device and a usable gsplat exist, else torch on ``cpu``.
-    torch: the pure-PyTorch backend on ``cpu``. gsplat: ``cuda``, or a UserError saying why not.
-    """
-    import torch
-
-    from moegs_bench.render import backend_status
-
-    status = {str(s.name): s for s in backend_status()}
-    gsplat = status.get("gsplat")
-    gsplat_ok = gsplat is not None and bool(gsplat.available) and torch.cuda.is_available()
-    if requested == "gsplat":
-        if not gsplat_ok:
-            why = gsplat.detail if gsplat is not None else "no gsplat backend registered"
-            if gsplat is not None and gsplat.available and not torch.cuda.is_available():
-                why = "no CUDA device"
-            raise UserError(f"--backend gsplat is not usable here: {why} (try --backend torch)")
-        return "gsplat", "cuda"
-    if requested == "auto" and gsplat_ok:
-        return "gsplat", "cuda"
-    torch_backend = status.get("torch")
-    if torch_backend is not None and not torch_backend.available:
-        raise UserError(f"the torch backend is not usable: {torch_backend.detail}")
-    return "torch", "cpu"
+    device = device_for(requested)
+    try:
+        return resolve_backend(requested, device), device
+    except BackendUnavailable as exc:
+        raise UserError(f"--backend {requested} is not usable here: {exc.reason} (try --backend torch)") from None
 
 
 # ---------------------------------------------------------------------------------------- render
@@ -131,16 +117,14 @@ def _render(
     import torch
 
     from moegs_bench.demo import make_demo_scene
-    from moegs_bench.render import rasterize
+    from moegs_bench.render import render
 
-    used, device = resolve_backend(backend)
+    used, device = choose_backend(backend)
 
     t0 = time.perf_counter()
     state, cams = make_demo_scene(gaussians, seed=seed, width=width, height=height, n_cameras=cameras)
     build_ms = (time.perf_counter() - t0) * 1e3
-    means, quats, scales, opacities, colors = (
-        getattr(state, f).to(device) for f in ("means", "quats", "scales", "opacities", "colors")
-    )
+    state = state.to(device)
 
     def sync() -> None:
         if device == "cuda":
@@ -150,14 +134,10 @@ def _render(
     with _progress(console) as progress, torch.no_grad():
         task = progress.add_task(f"rendering ({used} on {device})", total=len(cams))
         for i, cam in enumerate(cams):
-            viewmat, K = cam.viewmat.to(device), cam.K.to(device)
+            cam = cam.to(device)
             sync()
             t = time.perf_counter()
-            img, alpha, meta = rasterize(
-                means, quats, scales, opacities, colors, viewmat, K, int(cam.width), int(cam.height),
-                near_plane=float(getattr(cam, "near", 0.01)), far_plane=float(getattr(cam, "far", 1e10)),
-                sh_degree=state.sh_degree, backend=used,
-            )
+            img, alpha, meta = render(state, cam, backend=used)
             sync()
             render_ms = (time.perf_counter() - t) * 1e3
             if isinstance(meta, dict) and isinstance(meta.get("backend"), str):
@@ -192,7 +172,7 @@ def _render(
         "backend": used,
         "device": device if device == "cpu" else f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})",
         "scene": {
-            "n_gaussians": int(means.shape[0]),
+            "n_gaussians": state.num_gaussians,
             "sh_degree": _plain(state.sh_degree),
             "build_ms": round(build_ms, 3),
         },
@@ -201,7 +181,7 @@ def _render(
             "total": round(sum(times), 3),
             "mean": round(statistics.fmean(times), 3),
             "median": round(statistics.median(times), 3),
-            "note": "wall time of rasterize() per camera; the first includes warm-up",
+            "note": "wall time of render() per camera; the first includes warm-up",
         },
         "versions": versions(),
     }

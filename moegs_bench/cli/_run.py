@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+
+from moegs_bench.cli._common import TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments
+
+#: Shortcut flags of ``run`` and the keys they set (README, "Settings"), applied in this order
+#: before ``--set``: (parameter, flag, key, value from the parameter's value).
+RUN_SHORTCUTS: tuple[Shortcut, ...] = (
+    *TRAINING_SHORTCUTS,
+    ("expert_iterations", "--expert-iterations", "expert_iterations", lambda v: v),
+    ("router", "--router", "router.variant", lambda v: v),
+    ("render_mode", "--render-mode", "router.render_mode", lambda v: v),
+    ("router_iterations", "--router-iterations", "router.iterations", lambda v: v),
+    ("temperature", "--temperature", "router.temperature", lambda v: v),
+    ("reference_temperature", "--reference-temperature", "router.temperature", lambda v: 0.01),
+    ("reference_temperature", "--reference-temperature", "router.eval_temperature", lambda v: 1.0),
+    ("finetune_experts", "--finetune-experts", "router.finetune_experts", lambda v: v),
+)
 
 
 def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | None, profile: str, router: str,
                     render_mode: str, temperature: float | None, reference_temperature: bool,
                     finetune_experts: bool, expert_iterations: int | None, router_iterations: int | None,
                     expert_runs: list[str], seed: int, force: bool, plugins: list[str], cache: Path | None,
-                    progress: bool) -> None:
+                    progress: bool, downscale: int | None = None, frames: str | None = None,
+                    settings: Sequence[str] = (), given: set[str] | None = None,
+                    context: ErrorContext | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry, parse_expert_list
-    from moegs_bench.cli._common import UserError
-    from moegs_bench.data import default_cache_dir, open_scene
+    from moegs_bench.app.config import RunConfig, open_configured_scene
     from moegs_bench.app.run import RunRequest, default_run_name, run_mixture
-    from moegs_bench.router.mixture import ROUTER_PROFILES
+    from moegs_bench.cli._common import UserError
+    from moegs_bench.config import ConfigError
+    from moegs_bench.data import default_cache_dir
+    from moegs_bench.errors import computed_values
 
+    context = context if context is not None else ErrorContext(cache=cache)
+    values = {"profile": profile, "seed": seed, "expert_iterations": expert_iterations, "scene": scene,
+              "downscale": downscale, "frames": frames, "router": router, "render_mode": render_mode,
+              "router_iterations": router_iterations, "temperature": temperature,
+              "reference_temperature": reference_temperature, "finetune_experts": finetune_experts}
+    given = set(values) if given is None else given  # called from Python: every argument counts
     console = Console()
     registry = Registry.discover(plugins)
     ids = parse_expert_list(experts, registry)
     if len(ids) < 2:
         raise UserError(f"--experts: a mixture needs at least two experts, got {len(ids)} ({', '.join(ids)})")
-    for eid in ids:
-        registry.get(eid)  # unavailable experts fail here, with the reason
+    classes = [registry.get(eid) for eid in ids]  # unavailable experts fail here, with the reason
     runs = []
     for item in expert_runs:
         eid, sep, folder = item.partition("=")
@@ -33,27 +59,34 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
             raise UserError(f"--expert-run: expected ID=FOLDER, got {item!r}")
         if eid in dict(runs):
             raise UserError(f"--expert-run: {eid} given twice")
+        if eid not in ids:
+            raise UserError(f"--expert-run names {eid}, which is not in --experts")
         runs.append((eid, str(Path(folder).expanduser().resolve())))
-    if temperature is not None and reference_temperature:
+    if "temperature" in given and temperature is not None and "reference_temperature" in given and reference_temperature:
         raise UserError("--temperature and --reference-temperature exclude each other")
-    cfg = replace(ROUTER_PROFILES[profile], variant=router, render_mode=render_mode, finetune_experts=finetune_experts)
-    if router_iterations is not None:
-        cfg = replace(cfg, iterations=router_iterations)
-    if temperature is not None:
-        cfg = replace(cfg, temperature=temperature)
-    if reference_temperature:
-        cfg = cfg.with_reference_temperature()
-    loaded, spec = open_scene(scene, cache_dir=cache)
-    request = RunRequest(experts=tuple(ids), scene_spec=spec, profile=profile, router=cfg, seed=seed,
-                         expert_iterations=expert_iterations, expert_runs=tuple(runs))
-    folder = out / (name or default_run_name(spec, ids))
-    console.print(f"[b]MoE-GS[/b] {' + '.join(ids)} on {spec}: {len(loaded.train)} training views, "
-                  f"{len(loaded.test)} test views; router {router} ({cfg.iterations} steps, T={cfg.temperature:g}"
+    todo = assignments(RUN_SHORTCUTS, values, given, settings, context)
+    for a in todo:
+        eid = next((e for e, _ in runs if a.key.startswith(f"experts.{e}.")), None)
+        if eid is not None:
+            raise ConfigError(a.key, f"expert {eid} comes from --expert-run {dict(runs)[eid]}; its settings are "
+                                     "that training's")
+    config = RunConfig.resolve(classes, todo)  # every value validated: nothing has run yet
+
+    opened = open_configured_scene(config.scene, cache)
+    loaded = opened.scene
+    request = RunRequest(config=replace(config, scene=opened.config), scene_spec=opened.scene_id,
+                         expert_runs=tuple(runs))
+    folder = out / (name or default_run_name(opened.scene_id, ids))
+    context.run_folder = folder
+    cfg = config.router
+    console.print(f"[b]MoE-GS[/b] {' + '.join(ids)} on {opened.scene_id}: {len(loaded.train)} training views, "
+                  f"{len(loaded.test)} test views; router {cfg.variant} ({cfg.iterations} steps, T={cfg.temperature:g}"
                   f"{'' if cfg.eval_temperature is None else f', test T={cfg.eval_temperature:g}'}), "
-                  f"render mode {render_mode}; run folder {folder}")
+                  f"render mode {cfg.render_mode}; run folder {folder}")
     cache_root = (cache if cache is not None else default_cache_dir()) / "experts"
-    result = run_mixture(request, loaded, folder, registry=registry, cache_root=cache_root, force=force,
-                         progress=progress, log=console.print)
+    with computed_values("moegs-bench run"):
+        result = run_mixture(request, loaded, folder, registry=registry, cache_root=cache_root, force=force,
+                             progress=progress, log=console.print)
     print_summary(console, result)
 
 

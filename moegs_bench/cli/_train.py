@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+from moegs_bench.cli._common import TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments
+
+
+#: Shortcut flags of ``train-expert`` and the keys they set, applied in this order before ``--set``.
+TRAIN_SHORTCUTS: tuple[Shortcut, ...] = (
+    *TRAINING_SHORTCUTS,
+    ("iterations", "--iterations", "expert_iterations", lambda v: v),
+)
 
 
 def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str, iterations: int | None,
                      seed: int, resume: bool, force: bool, plugins: list[str], cache: Path | None,
-                     progress: bool) -> None:
+                     progress: bool, downscale: int | None = None, frames: str | None = None,
+                     settings: Sequence[str] = (), given: set[str] | None = None,
+                     context: ErrorContext | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry
-    from moegs_bench.data import open_scene
+    from moegs_bench.app.config import ExpertsConfig, open_configured_scene
+    from moegs_bench.errors import computed_values
     from moegs_bench.training.trainer import train_expert
 
+    context = context if context is not None else ErrorContext(run_folder=out, cache=cache)
+    values = {"profile": profile, "seed": seed, "iterations": iterations, "scene": scene, "downscale": downscale,
+              "frames": frames}
+    given = set(values) if given is None else given  # called from Python: every argument counts
     console = Console()
     cls = Registry.discover(plugins).get(expert)
-    config = cls.profile(profile)
-    if iterations is not None:
-        config = config.with_iterations(iterations)
-    loaded, spec = open_scene(scene, cache_dir=cache)
-    console.print(f"[b]{cls.info.id}[/b] ({cls.info.method}) on {spec}: {len(loaded.train)} training views, "
-                  f"{len(loaded.test)} test views, {config.train.iterations} steps, profile {profile}")
-    run = train_expert(cls, loaded, out, scene_spec=spec, config=config, profile=profile, seed=seed,
-                       resume=resume, force=force, progress=progress, log=console.print)
+    config = ExpertsConfig.resolve([cls], assignments(TRAIN_SHORTCUTS, values, given, settings, context))
+    opened = open_configured_scene(config.scene, cache)
+    loaded, expert_config = opened.scene, config.experts[cls.info.id]
+    console.print(f"[b]{cls.info.id}[/b] ({cls.info.method}) on {opened.scene_id}: {len(loaded.train)} training "
+                  f"views, {len(loaded.test)} test views, {expert_config.train.iterations} steps, profile "
+                  f"{config.profile}")
+    with computed_values(f"training {cls.info.id}"):
+        run = train_expert(cls, loaded, out, scene_spec=opened.scene_id, config=expert_config,
+                           profile=config.profile, seed=config.seed, resume=resume, force=force, progress=progress,
+                           log=console.print)
     print_record(console, run.record, out)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, Scene, SceneData
+from moegs_bench.data.images import ImageSource
 
 #: format name -> module (imported when used)
 FORMATS: dict[str, str] = {
@@ -26,7 +27,8 @@ FORMATS: dict[str, str] = {
     "panoptic": "moegs_bench.data.panoptic",
 }
 
-__all__ = ["DatasetError", "FORMATS", "Frame", "PointCloud", "Scene", "SceneData", "detect_format", "load_scene"]
+__all__ = ["DatasetError", "FORMATS", "Frame", "ImageSource", "PointCloud", "Scene", "SceneData", "detect_format",
+           "load_scene"]
 
 
 def _module(fmt: str):
@@ -82,10 +84,12 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "moegs-bench"
 
 
-def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: int | None = None) -> tuple[Scene, str]:
+def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: int | None = None,
+               frame_range: Sequence[int] | None = None) -> tuple[Scene, str]:
     """Load a scene from a CLI spec: ``synthetic:NAME`` (generated into the cache on first use;
     ``None`` is the default synthetic scene), ``FORMAT:PATH`` or ``PATH``. Returns the scene and
-    a canonical spec (absolute path) that names it in run records and cache keys."""
+    a canonical spec (absolute path) that names it in run records and cache keys; ``downscale`` and
+    ``frame_range`` as for :func:`load_scene`."""
     from moegs_bench.data.synthetic import DEFAULT_SCENE, SCENES, ensure
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -95,6 +99,7 @@ def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: in
         if name not in SCENES:
             raise DatasetError(f"--scene {text}: unknown synthetic scene {name!r}; expected one of {', '.join(SCENES)}")
         root = ensure(name, cache / "synthetic")
-        return load_scene(root, downscale=downscale, cache_dir=cache / "images"), f"{SYNTHETIC_PREFIX}{name}"
-    scene = load_scene(text, downscale=downscale, cache_dir=cache / "images")
+        return (load_scene(root, downscale=downscale, frame_range=frame_range, cache_dir=cache / "images"),
+                f"{SYNTHETIC_PREFIX}{name}")
+    scene = load_scene(text, downscale=downscale, frame_range=frame_range, cache_dir=cache / "images")
     return scene, f"{scene.format}:{scene.data.root.resolve()}"

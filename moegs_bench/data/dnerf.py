@@ -1,4 +1,4 @@
-"""D-NeRF (Pumarola et al., CVPR 2021): monocular synthetic dynamic scenes (DESIGN.md section 6).
+"""D-NeRF (Pumarola et al., CVPR 2021): monocular synthetic dynamic scenes (README, "Datasets").
 
 Layout (the public D-NeRF data, read the same way by 4DGaussians and nerfstudio)::
 
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.data.scene import DatasetError, Frame, SceneData, read_json, select_frames
 

@@ -19,10 +19,11 @@ Conventions, as verified against the upstream readers:
 - ``focal`` is in pixels at the (h, w) of the hwf column (2028 x 2704 for N3V). When the videos
   have another resolution, fx and fy are scaled by the width and height ratios (noted in
   ``meta``); the principal point is the image centre (w/2, h/2), as in LLFF.
-- Protocol (DESIGN.md section 6): test camera cam00, the others train; 300 frames (videos longer
-  than 300 frames, e.g. flame_salmon_1 with 1200, default to their first 300; ``frame_range``
-  selects any ``[start, end)`` within the video); half resolution (``default_downscale = 2``,
-  1352 x 1014). Time of the i-th selected frame of n is i / n (as 4DGaussians' ``idx / 300``).
+- Protocol (README, "Datasets"; DyNeRF's held-out camera, Li et al., CVPR 2022): test camera
+  cam00, the others train; 300 frames (videos longer than 300 frames, e.g. flame_salmon_1 with
+  1200, default to their first 300; ``frame_range`` selects any ``[start, end)`` within the
+  video); half resolution (``default_downscale = 2``, 1352 x 1014). Time of the i-th selected
+  frame of n is i / n (as 4DGaussians' ``idx / 300``).
 - Frames are ordered camera-major and keyed ``camNN/FFFFFF`` (camera number, video frame index).
 
 Videos are checked when loading with one ``ffmpeg -c copy`` pass each (no decoding: it reads the
@@ -47,7 +48,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, select_frames
 

@@ -1,4 +1,4 @@
-"""Dynamic 3D Gaussians / CMU Panoptic sports (Luiten et al., 3DV 2024) (DESIGN.md section 6).
+"""Dynamic 3D Gaussians / CMU Panoptic sports (Luiten et al., 3DV 2024; README, "Datasets").
 
 Layout (JonathonLuiten/Dynamic3DGaussians, ``data/<sequence>/``)::
 
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.io import umask
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames

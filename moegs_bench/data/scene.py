@@ -1,4 +1,4 @@
-"""One scene abstraction for every dataset format (DESIGN.md sections 3 and 6).
+"""One scene abstraction for every dataset format (README, "Datasets").
 
 A loader turns a folder into a :class:`SceneData` (cameras, how to read each image, points,
 bounds, background); :class:`Scene` adds what every format shares: the train/test split, frame
@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
+from moegs_bench.errors import UserInputError
 from moegs_bench.cameras import Camera
 from moegs_bench.io import atomic_write
 
 
-class DatasetError(InputError):
+class DatasetError(UserInputError):
     """A dataset on disk is missing, malformed or inconsistent; the message names the path."""
 
 
@@ -173,7 +174,7 @@ def read_json(path: Path, expected: str) -> object:
 
 
 def normalised_time(i: int, n: int) -> float:
-    """Time of frame ``i`` of ``n``: ``i / n`` (DESIGN.md section 3)."""
+    """Time of frame ``i`` of ``n``: ``i / n`` (as 4DGaussians' ``idx / 300``; README, "Datasets")."""
     return i / n
 
 

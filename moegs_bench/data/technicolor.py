@@ -29,7 +29,7 @@ columns). Meaning, as the upstream readers use it:
   ``viewmat = [R(q) | t]`` with no axis change. The principal point is used as given (COLMAP and
   this project both put pixel centres at +0.5).
 
-Protocol (DESIGN.md section 6, frame ranges as in SpacetimeGaussians' ``pre_technicolor.py``):
+Protocol (README, "Datasets"; frame ranges as in SpacetimeGaussians' ``pre_technicolor.py``):
 test camera 10, the other 15 train; full resolution (``default_downscale = 1``); 50 frames per
 scene, by the frame numbers of the file names, inclusive: Birthday and Train 151..200, Fabien and
 Theater 51..100 (these scenes number frames from 1), Painter 100..149 (numbered from 0). A folder

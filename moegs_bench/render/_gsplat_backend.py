@@ -19,15 +19,6 @@ def gsplat_status() -> tuple[bool, str]:
     return True, f"gsplat {version} on {torch.cuda.get_device_name()} (CUDA extension built on first use)"
 
 
-def require_gsplat(device) -> None:
-    """Raise InputError unless gsplat can rasterize tensors on ``device``."""
-    from moegs_bench._checks import InputError
-
-    ok, why = gsplat_status()
-    if not ok or getattr(device, "type", str(device)) != "cuda":
-        raise InputError(f"backend='gsplat' unavailable: {why if not ok else 'tensors are not on a CUDA device'}")
-
-
 def rasterize_gsplat(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
     viewmat: Tensor, K: Tensor, width: int, height: int, *,

@@ -1,51 +1,33 @@
-"""The one rasterization call every part of moegs-bench uses (DESIGN.md section 3)."""
+"""The two doors into single-set rendering: ``rasterize`` (tensors) and ``render`` (a
+``GaussianState`` seen by a ``Camera``). Multi-set rendering is ``moegs_bench.render.grouped``."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
 from moegs_bench._checks import InputError, check_gaussian_values, check_tensor
+from moegs_bench.render._inputs import check_geometry, check_numbers
 from moegs_bench.render._projection import project_gaussians
 from moegs_bench.render._torch_raster import rasterize_to_pixels
-from moegs_bench.render.sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
+from moegs_bench.render.backends import BackendName, resolve_backend
+from moegs_bench.render.sh import MAX_SH_DEGREE, colors_at, num_sh_bases
 
-BackendName = Literal["auto", "torch", "gsplat"]
+if TYPE_CHECKING:
+    from moegs_bench.cameras import Camera
+    from moegs_bench.gaussians import GaussianState
+
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
-
-
-@dataclass(frozen=True)
-class BackendStatus:
-    name: str
-    available: bool
-    detail: str
-
-
-def backend_status() -> list[BackendStatus]:
-    """Which rasterizer backends can run on this machine, and why (not)."""
-    from moegs_bench.render._gsplat_backend import gsplat_status
-
-    ok, detail = gsplat_status()
-    return [
-        BackendStatus("torch", True, f"pure PyTorch {torch.__version__}, any device"),
-        BackendStatus("gsplat", ok, detail),
-    ]
 
 
 def _validate(
     means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree,
     near_plane, far_plane, eps2d,
 ):
-    means = check_tensor("means", means, (None, 3))
-    n = means.shape[0]
-    check_tensor("quats", quats, (n, 4))
-    check_tensor("scales", scales, (n, 3))
-    check_tensor("opacities", opacities, (n,))
+    n = check_geometry("", means, quats, scales, opacities)
     check_tensor("viewmat", viewmat, (4, 4))
     check_tensor("K", K, (3, 3))
     if sh_degree is None:
@@ -73,15 +55,7 @@ def _validate(
     for name, t in geometry.items():
         if t.dtype != common:
             raise InputError(f"{name}: dtype {t.dtype} differs from the other tensors' {common}; use one floating dtype")
-    for name, v in (("near_plane", near_plane), ("far_plane", far_plane), ("eps2d", eps2d)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise InputError(f"{name}: expected a number, got {v!r}")
-    if not near_plane > 0:
-        raise InputError(f"near_plane: expected > 0, got {near_plane}")
-    if not far_plane > near_plane:
-        raise InputError(f"far_plane: expected > near_plane ({near_plane}), got {far_plane}")
-    if not (eps2d >= 0 and math.isfinite(eps2d)):
-        raise InputError(f"eps2d: expected a finite value >= 0, got {eps2d}")
+    check_numbers(near_plane, far_plane, eps2d)
 
 
 def rasterize(
@@ -107,8 +81,8 @@ def rasterize(
 
     Semantics of gsplat's ``rasterization(..., rasterize_mode="classic")``. ``render_mode``
     appends depth ("+D": accumulated, "+ED": expected) or renders depth alone ("D", "ED").
-    ``backend="auto"`` uses gsplat for CUDA tensors and the PyTorch backend otherwise.
-    Differentiable w.r.t. every tensor input.
+    ``backend="auto"`` uses gsplat for CUDA tensors and the PyTorch backend otherwise
+    (:func:`moegs_bench.render.backends.resolve_backend`). Differentiable w.r.t. every tensor input.
     """
     _validate(
         means, quats, scales, opacities, colors, viewmat, K, width, height, backgrounds, sh_degree,
@@ -116,19 +90,15 @@ def rasterize(
     )
     if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
         raise InputError(f"render_mode: expected RGB, D, ED, RGB+D or RGB+ED, got {render_mode!r}")
-    if backend == "auto":
-        backend = "gsplat" if means.is_cuda else "torch"
+    backend = resolve_backend(backend, means.device)
     if backend == "gsplat":
-        from moegs_bench.render._gsplat_backend import rasterize_gsplat, require_gsplat
+        from moegs_bench.render._gsplat_backend import rasterize_gsplat
 
-        require_gsplat(means.device)
         return rasterize_gsplat(
             means, quats, scales, opacities, colors, viewmat, K, width, height,
             backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
             sh_degree=sh_degree, render_mode=render_mode,
         )
-    if backend != "torch":
-        raise InputError(f"backend: expected auto, torch or gsplat, got {backend!r}")
 
     proj = project_gaussians(
         means, quats, scales, opacities, viewmat, K, width, height,
@@ -136,7 +106,7 @@ def rasterize(
     )
     if sh_degree is not None:
         campos = -viewmat[:3, :3].T @ viewmat[:3, 3]  # [3]
-        colors = sh_to_rgb(sh_degree, colors, means - campos)  # [N, 3]
+        colors = colors_at(colors, sh_degree, means, campos)  # [N, 3]
     bg = backgrounds
     depth = proj.depths[:, None]
     if render_mode in ("D", "ED"):
@@ -151,3 +121,22 @@ def rasterize(
         img = torch.cat([img[..., :-1], img[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
     meta = {"backend": "torch", "radii": proj.radii, "means2d": proj.means2d, "depths": proj.depths}
     return img, alpha, meta
+
+
+def render(
+    state: GaussianState,
+    camera: Camera,
+    *,
+    background: Tensor | None = None,  # [D]
+    render_mode: RenderMode = "RGB",
+    backend: BackendName = "auto",
+    eps2d: float = 0.3,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render ``state`` at ``camera``: exactly ``rasterize`` of the state's tensors with the
+    camera's ``viewmat``, ``K``, size and near/far planes (``render_colors [H, W, D']``,
+    ``render_alphas [H, W, 1]``, ``meta``)."""
+    return rasterize(
+        state.means, state.quats, state.scales, state.opacities, state.colors, camera.viewmat, camera.K,
+        camera.width, camera.height, backgrounds=background, near_plane=camera.near, far_plane=camera.far,
+        eps2d=eps2d, sh_degree=state.sh_degree, render_mode=render_mode, backend=backend,
+    )

@@ -65,3 +65,17 @@ def eval_sh(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
 def sh_to_rgb(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
     """View-dependent colour ``max(0, eval_sh + 0.5)`` as rendered by gsplat."""
     return torch.clamp_min(eval_sh(degree, coeffs, dirs) + 0.5, 0.0)
+
+
+def colors_at(
+    colors: Tensor,  # [N, D] features, or [N, K, 3] SH coefficients with sh_degree
+    sh_degree: int | None,
+    means: Tensor,  # [N, 3] world
+    campos: Tensor,  # [3] camera centre, world
+) -> Tensor:
+    """``[N, C]`` colours seen from ``campos``: plain features as they are, SH coefficients
+    evaluated along the view directions ``means - campos`` (:func:`sh_to_rgb`). The one SH path
+    of every renderer (``rasterize`` and the multi-expert modes of ``moegs_bench.router``)."""
+    if sh_degree is None:
+        return colors
+    return sh_to_rgb(sh_degree, colors, means - campos)

@@ -1,86 +1,217 @@
-"""Expert checkpoints: one ``torch.save`` file, written atomically, checked on load.
+"""Training checkpoints of every kind (expert, router, later distillation): one format, one
+``save_checkpoint``, one ``load_checkpoint``.
 
-Layout (``format_version`` 1)::
+A checkpoint is one ``torch.save`` file, written atomically (:func:`moegs_bench.io.atomic_write`)
+and read only with ``torch.load(weights_only=True)``: it holds tensors and plain data (numbers,
+strings, lists, dicts), never Python objects, so loading a crafted file cannot run code.
 
-    {"format": "moegs-bench/expert-checkpoint", "format_version": 1,
-     "expert": "4dgs", "state_version": 1, "config": {...}, "step": 3000, "finished": bool,
-     "elapsed": seconds of training so far, "num_gaussians": N,
-     "model": expert.state_dict(), "optimizer": {...} | None, "densifier": {...} | None}
+Layout (``format_version`` 2)::
 
-The row count of the per-Gaussian table varies during training; loading resizes the table.
+    {"format": "moegs-bench/checkpoint", "format_version": 2,
+     "kind": "expert" | "router" | "distill",
+     "identity": what the state belongs to, checked on load
+                 (expert: {"expert": "4dgs", "state_version": 1}; router: {"experts": [...]}),
+     "config": the training configuration (plain data, checked on load),
+     "step": 3000, "finished": bool, "elapsed": seconds of training so far,
+     "optimizer": optimizer.state_dict() | None,
+     "components": ["model", "densifier"],   # the names of the state entries below
+     "model": expert.state_dict(), "densifier": {...}}      # expert
+     "router": mixture.router_state()                         # router
+
+Version 1 files (``moegs-bench/expert-checkpoint`` and ``moegs-bench/router-checkpoint``, written
+before the two trainers became one) are still read: they are translated to this layout on load.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from moegs_bench.errors import UserInputError
 from moegs_bench.io import atomic_write
-from moegs_bench._checks import InputError
 
-FORMAT = "moegs-bench/expert-checkpoint"
-FORMAT_VERSION = 1
+FORMAT = "moegs-bench/checkpoint"
+FORMAT_VERSION = 2
+KINDS = ("expert", "router", "distill")
+#: Top-level keys of the layout; a component may not take one of these names.
+HEADER = ("format", "format_version", "kind", "identity", "config", "step", "finished", "elapsed", "optimizer",
+          "components")
+_V1_FORMATS = {"moegs-bench/expert-checkpoint": "expert", "moegs-bench/router-checkpoint": "router"}
 
 
-class CheckpointError(InputError):
-    """A checkpoint is missing, unreadable, or belongs to another expert or version."""
+class CheckpointError(UserInputError):
+    """A checkpoint is missing, unreadable, or belongs to another training (kind, expert, version)."""
 
 
 @dataclass
 class Checkpoint:
-    expert: str
-    state_version: int
-    config: dict[str, Any]
+    kind: str  # one of KINDS
+    identity: dict[str, Any]  # plain data naming what the state belongs to
+    config: dict[str, Any]  # plain data: the training configuration
     step: int
     finished: bool
-    elapsed: float
-    model: dict[str, Any]
+    elapsed: float  # seconds of training so far
+    states: dict[str, Any]  # component name -> its state (tensors and plain data)
     optimizer: dict[str, Any] | None = None
-    densifier: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """An expert checkpoint's ``expert.state_dict()``."""
+        return self.states["model"]
+
+    @property
+    def densifier(self) -> dict[str, Any] | None:
+        """An expert checkpoint's densification statistics (None when not saved)."""
+        return self.states.get("densifier")
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
-    payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "expert": ckpt.expert,
-        "state_version": ckpt.state_version, "config": ckpt.config, "step": ckpt.step,
-        "finished": ckpt.finished, "elapsed": ckpt.elapsed,
-        "num_gaussians": _rows(ckpt.model), "model": ckpt.model, "optimizer": ckpt.optimizer,
-        "densifier": ckpt.densifier,
+    """Write ``ckpt`` to ``path`` atomically (a reader never sees a half-written file)."""
+    if ckpt.kind not in KINDS:
+        raise ValueError(f"checkpoint kind {ckpt.kind!r}: expected one of {', '.join(KINDS)}")
+    clash = sorted(set(ckpt.states) & set(HEADER))
+    if clash:
+        raise ValueError(f"checkpoint components {clash} clash with header keys")
+    payload: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": ckpt.kind, "identity": ckpt.identity,
+        "config": ckpt.config, "step": ckpt.step, "finished": ckpt.finished, "elapsed": ckpt.elapsed,
+        "optimizer": ckpt.optimizer, "components": list(ckpt.states), **ckpt.states,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda p: torch.save(payload, p))
 
 
-def load_checkpoint(path: Path, *, expert: str | None = None, state_version: int | None = None,
-                    map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read and check a checkpoint; ``expert`` / ``state_version`` are what the caller expects."""
+def load_checkpoint(
+    path: Path, *, kind: str | None = None, identity: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None, expert: str | None = None, state_version: int | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Checkpoint:
+    """Read and check a checkpoint. ``kind``, the entries of ``identity`` and ``config`` are what
+    the caller expects (``expert`` / ``state_version`` are shorthands for identity entries of an
+    expert checkpoint); any mismatch is a one-line :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    payload = _read(path, map_location)
+    ckpt = _parse(path, payload)
+    if kind is not None and ckpt.kind != kind:
+        raise CheckpointError(f"{path}: {_a(ckpt.kind)} checkpoint, expected {_a(kind)} checkpoint")
+    expected = dict(identity or {})
+    if expert is not None:
+        expected["expert"] = expert
+    if state_version is not None:
+        expected["state_version"] = state_version
+    for key, want in expected.items():
+        got = ckpt.identity.get(key)
+        if got != want:
+            raise CheckpointError(f"{path}: {_mismatch(ckpt, key, got, want)}")
+    if config is not None and ckpt.config != dict(config):
+        diff = sorted(k for k in set(ckpt.config) | set(config) if ckpt.config.get(k) != config.get(k))
+        raise CheckpointError(f"{path}: {ckpt.kind} checkpoint trained with another configuration (differs in "
+                              f"{', '.join(diff)})")
+    return ckpt
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a moegs-bench expert checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')}, this moegs-bench "
-                              f"reads version {FORMAT_VERSION}")
-    if expert is not None and payload["expert"] != expert:
-        raise CheckpointError(f"{path}: checkpoint of expert {payload['expert']!r}, expected {expert!r}")
-    if state_version is not None and payload["state_version"] != state_version:
-        raise CheckpointError(f"{path}: {payload['expert']} checkpoint with state version {payload['state_version']}, "
-                              f"this code expects version {state_version} (trained with another moegs-bench?)")
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_why(e)})") from None
+
+
+def _why(e: BaseException) -> str:
+    """A whole-sentence reason for a failed ``torch.load`` (never torch's advice to load unsafely)."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]*\w)", text, flags=re.IGNORECASE)
+        if found:
+            return (f"it holds a Python object, {found.group(1)}, and checkpoints are read as tensors and plain data "
+                    "only: nothing in it was run")
+        return "not a file written by torch.save, or it holds more than tensors and plain data"
+    if isinstance(e, EOFError) or not text:
+        return "the file is empty or truncated"
+    if "zip archive" in text:
+        return "the file is corrupt or truncated"
+    return f"{type(e).__name__}: {text.splitlines()[0]}"
+
+
+def _parse(path: Path, payload: Any) -> Checkpoint:
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a moegs-bench checkpoint (it holds a {type(payload).__name__})")
+    fmt = payload.get("format")
+    if fmt in _V1_FORMATS:
+        if payload.get("format_version") != 1:
+            raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')}, this "
+                                  f"moegs-bench reads version {FORMAT_VERSION} (and version 1)")
+        payload = _from_v1(path, _V1_FORMATS[fmt], payload)
+    elif fmt != FORMAT:
+        raise CheckpointError(f"{path}: not a moegs-bench checkpoint (format {fmt!r})")
+    elif payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')}, this "
+                              f"moegs-bench reads version {FORMAT_VERSION} (and version 1)")
+    kind = _field(path, payload, "kind", str)
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: checkpoint kind {kind!r}, expected one of {', '.join(KINDS)}")
+    components = _field(path, payload, "components", list)
+    missing = [c for c in components if not isinstance(c, str) or c in HEADER or c not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint components {missing} are missing or misnamed")
+    optimizer = payload.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, dict):
+        raise CheckpointError(f"{path}: checkpoint field 'optimizer': expected a dict or None, got "
+                              f"{type(optimizer).__name__}")
     return Checkpoint(
-        expert=payload["expert"], state_version=payload["state_version"], config=payload["config"],
-        step=int(payload["step"]), finished=bool(payload["finished"]), elapsed=float(payload["elapsed"]),
-        model=payload["model"], optimizer=payload.get("optimizer"), densifier=payload.get("densifier"),
+        kind=kind, identity=_field(path, payload, "identity", dict), config=_field(path, payload, "config", dict),
+        step=_field(path, payload, "step", int), finished=_field(path, payload, "finished", bool),
+        elapsed=float(_field(path, payload, "elapsed", (int, float))),
+        states={c: payload[c] for c in components}, optimizer=optimizer,
     )
 
 
-def _rows(model: dict[str, Any]) -> int:
-    t = model.get("table.means")
-    return int(t.shape[0]) if isinstance(t, torch.Tensor) else -1
+def _from_v1(path: Path, kind: str, p: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 expert or router checkpoint in the version-2 layout."""
+    if kind == "expert":
+        identity = {"expert": p.get("expert"), "state_version": p.get("state_version")}
+        states = {"model": p.get("model")}
+        if p.get("densifier") is not None:
+            states["densifier"] = p["densifier"]
+        finished = p.get("finished")
+    else:
+        identity = {"experts": p.get("experts")}
+        states = {"router": p.get("router")}
+        finished = p.get("optimizer") is None  # version 1 wrote the optimiser only mid-training
+    return {"kind": kind, "identity": identity, "config": p.get("config"), "step": p.get("step"),
+            "finished": finished, "elapsed": p.get("elapsed"), "optimizer": p.get("optimizer"),
+            "components": list(states), **states}
+
+
+def _field(path: Path, payload: dict[str, Any], key: str, types: type | tuple[type, ...]) -> Any:
+    value = payload.get(key)
+    bad = not isinstance(value, types) or (isinstance(value, bool) and types in (int, (int, float)))
+    if bad:
+        want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise CheckpointError(f"{path}: checkpoint field {key!r}: expected {want}, got {type(value).__name__}")
+    return value
+
+
+def _mismatch(ckpt: Checkpoint, key: str, got: Any, want: Any) -> str:
+    if key == "expert":
+        return f"checkpoint of expert {got!r}, expected {want!r}"
+    if key == "state_version":
+        return (f"{ckpt.identity.get('expert', ckpt.kind)} checkpoint with state version {got}, this code expects "
+                f"version {want} (trained with another moegs-bench?)")
+    if key == "experts":
+        return f"router checkpoint of experts {got}, this mixture has {want}"
+    return f"{ckpt.kind} checkpoint with {key} {got!r}, expected {want!r}"
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word

@@ -1,16 +1,19 @@
-"""The one training loop every expert shares (``moegs-bench train-expert``).
+"""Expert training (``moegs-bench train-expert``): one expert on one scene into a run folder.
 
-Adam with the expert's per-attribute learning rates, ``(1 - l) * L1 + l * (1 - SSIM)`` plus the
-expert's own regulariser, the 3DGS SH ramp and adaptive density control, periodic atomic
-checkpoints, ``resume``, and a results record at the end. Deterministic on CPU for a seed: views
-are drawn from per-epoch permutations and densification noise from per-step generators, both
-derived from the seed, so a resumed run continues exactly as an uninterrupted one.
+The loop is :func:`moegs_bench.training.engine.run_training`; this module configures it for an
+expert: Adam (eps 1e-15) with the expert's per-attribute learning rates, ``batch_size`` views per
+step from per-epoch permutations, ``(1 - l) * L1 + l * (1 - SSIM)`` plus the expert's own
+regulariser, the 3DGS SH ramp and adaptive density control (densification noise from per-step
+generators), then writes a results record at the end. Deterministic on CPU for a seed, so a
+resumed run ends exactly as an uninterrupted one.
+
+Run folder: ``run.json``, ``checkpoints/latest.pt`` while training, ``expert.pt`` (the final
+checkpoint), ``results.json`` and ``renders/test/``.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,67 +21,115 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from moegs_bench._checks import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.data.scene import Frame, Scene
-from moegs_bench.metrics import LpipsMetric, dssim, storage_mb
-from moegs_bench.render import rasterize
+from moegs_bench.metrics import LpipsMetric, photometric_loss, storage_mb
+from moegs_bench.render import render
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
 from moegs_bench.run_folder import RunFolderError, claim_folder, read_identity
-from moegs_bench.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from moegs_bench.training.config import TrainConfig
+from moegs_bench.training.contracts import ExpertClass, TrainableConfig, TrainableExpert
 from moegs_bench.training.densify import Densifier
+from moegs_bench.training.engine import CheckpointPaths, LoopSpec, StepLoss, TrainingHooks, run_training
 from moegs_bench.training.evaluate import evaluate
+from moegs_bench.training.schedule import ParamGroup
+from moegs_bench.training.views import EpochPermutations
 
 RESULTS_FILE = "results.json"
 FINAL_CKPT = "expert.pt"
 LATEST_CKPT = "checkpoints/latest.pt"
 
+__all__ = ["FINAL_CKPT", "LATEST_CKPT", "RESULTS_FILE", "ExpertHooks", "RunFolderError", "TrainedExpert",
+           "expert_loop", "render_expert", "train_expert"]
+
 
 @dataclass
 class TrainedExpert:
-    expert: Any  # adapters.base.Expert
+    expert: TrainableExpert
     record: ResultRecord
     out_dir: Path
     reused: bool  # True: a finished run was found and reported, nothing recomputed
 
 
-def render_expert(expert: Any, camera: Camera, background: Tensor | None = None):
-    """Rasterize ``expert`` at ``camera``: ``(image [H,W,3], alpha [H,W,1], meta, GaussianState)``."""
+def render_expert(expert: TrainableExpert, camera: Camera, background: Tensor | None = None):
+    """Render ``expert`` at ``camera``: ``(image [H,W,3], alpha [H,W,1], meta, GaussianState)``."""
     gs = expert.gaussians_at(camera)
-    img, alpha, meta = rasterize(
-        gs.means, gs.quats, gs.scales, gs.opacities, gs.colors, camera.viewmat, camera.K,
-        camera.width, camera.height, backgrounds=background, sh_degree=gs.sh_degree,
-        near_plane=camera.near, far_plane=camera.far,
-    )
+    img, alpha, meta = render(gs, camera, background=background)
     return img, alpha, meta, gs
-
-
-def view_order(seed: int, epoch: int, n: int) -> Tensor:
-    """The training views of one epoch: a permutation fixed by (seed, epoch)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-class _ViewOrder:
-    """:func:`view_order` of the current epoch, drawn once per epoch rather than once per view."""
-
-    def __init__(self, seed: int, n: int) -> None:
-        self.seed, self.n, self._epoch, self._perm = seed, n, -1, torch.empty(0, dtype=torch.long)
-
-    def epoch(self, e: int) -> Tensor:
-        if e != self._epoch:
-            self._epoch, self._perm = e, view_order(self.seed, e, self.n)
-        return self._perm
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + 17)
 
 
+class ExpertHooks(TrainingHooks):
+    """The expert's side of the training loop: SH ramp and ``on_step`` before a step, the
+    photometric loss plus the expert's regulariser per view, densification statistics after each
+    backward pass, densification and the expert's ``refine`` after the optimiser step."""
+
+    def __init__(self, expert: TrainableExpert, background: Tensor | None, seed: int) -> None:
+        self.expert, self.background, self.seed = expert, background, seed
+        self.tc: TrainConfig = expert.config.train
+        self.densifier = Densifier(self.tc, expert.spatial_lr_scale)
+
+    def param_groups(self) -> list[ParamGroup]:
+        return self.expert.param_groups()
+
+    def begin(self) -> None:
+        self.expert.train()
+
+    def before_step(self, step: int) -> None:
+        e = self.expert
+        e.active_sh_degree.fill_(min(e.max_sh_degree, step // max(self.tc.sh_increase_every, 1)))
+        e.on_step(step)
+
+    def loss(self, step: int, frame: Frame, target: Tensor) -> StepLoss:
+        img, _, meta, _ = render_expert(self.expert, frame.camera, self.background)
+        means2d = meta["means2d"]
+        if means2d.requires_grad:
+            means2d.retain_grad()
+        loss = photometric_loss(img, target, self.tc.lambda_dssim)
+        reg = self.expert.regularization(step)
+        if reg is not None:
+            loss = loss + reg
+        return StepLoss(loss, img, {"meta": meta})
+
+    def after_backward(self, step: int, frame: Frame, out: StepLoss) -> None:
+        if step <= self.tc.densify_until:
+            meta = out.aux["meta"]
+            self.densifier.observe(meta["means2d"], meta["radii"], frame.camera.width, frame.camera.height)
+
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        self.densifier.step(step, self.expert.table, [optimizer], _step_generator(self.seed, step))
+        self.expert.refine(step, self.densifier, [optimizer])
+
+    def postfix(self) -> dict[str, Any]:
+        return {"N": self.expert.num_gaussians}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.expert.state_dict(), "densifier": self.densifier.state_dict()}
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        self.expert.load_state_dict(states["model"])  # first: the table takes the checkpoint's row count
+        if states.get("densifier") is not None:
+            self.densifier.load_state_dict(states["densifier"])
+
+
+def expert_loop(expert_cls: ExpertClass, config: TrainableConfig, seed: int) -> LoopSpec:
+    """The loop policies of an expert training (checkpoint identity: expert id and state version)."""
+    tc = config.train
+    return LoopSpec(
+        kind="expert", label=expert_cls.info.id, iterations=tc.iterations, checkpoint_every=tc.checkpoint_every,
+        views=EpochPermutations(seed, tc.batch_size), optimizer=functools.partial(torch.optim.Adam, eps=1e-15),
+        identity={"expert": expert_cls.info.id, "state_version": expert_cls.state_version},
+        config=config.to_dict(),
+    )
+
+
 def train_expert(
-    expert_cls: type, scene: Scene, out_dir: Path, *, scene_spec: str, config: Any, profile: str,
-    seed: int = 0, resume: bool = False, force: bool = False, progress: bool = True,
+    expert_cls: ExpertClass, scene: Scene, out_dir: Path, *, scene_spec: str, config: TrainableConfig,
+    profile: str, seed: int = 0, resume: bool = False, force: bool = False, progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainedExpert:
     """Train (or resume, or reuse) one expert on ``scene`` into ``out_dir``; see the module doc."""
@@ -86,107 +137,29 @@ def train_expert(
     expert_id = expert_cls.info.id
     identity = {"expert": expert_id, "state_version": expert_cls.state_version, "profile": profile,
                 "config": config.to_dict(), "scene": scene_spec, "seed": seed}
-    _claim_folder(out_dir, identity, resume=resume, force=force)
-    if (out_dir / FINAL_CKPT).is_file():
-        ckpt = load_checkpoint(out_dir / FINAL_CKPT, expert=expert_id, state_version=expert_cls.state_version)
-        expert = _build(expert_cls, config, scene, seed)
-        expert.load_state_dict(ckpt.model)
+    _claim_folder(out_dir, identity, resume=resume, force=force)  # a periodic checkpoint needs resume
+    expert = _build(expert_cls, config, scene, seed)
+    outcome = run_training(
+        expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed), scene,
+        CheckpointPaths(latest=out_dir / LATEST_CKPT, final=out_dir / FINAL_CKPT), progress=progress, log=log)
+    if outcome.already_finished:
         if (out_dir / RESULTS_FILE).is_file():
             log(f"{out_dir}: finished run of {expert_id} found; reporting it (pass --force to retrain)")
             return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
         log(f"{out_dir}: {expert_id} finished training; evaluating it")
-        return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, ckpt.elapsed)
-
-    tc = config.train
-    expert = _build(expert_cls, config, scene, seed)
-    densifier = Densifier(tc, expert.spatial_lr_scale)
-    start, elapsed, ckpt = 0, 0.0, None
-    latest = out_dir / LATEST_CKPT
-    if latest.is_file():  # _claim_folder has checked that resuming was asked for
-        ckpt = load_checkpoint(latest, expert=expert_id, state_version=expert_cls.state_version)
-        expert.load_state_dict(ckpt.model)  # first: the table takes the checkpoint's row count
-        if ckpt.densifier is not None:
-            densifier.load_state_dict(ckpt.densifier)
-        start, elapsed = ckpt.step, ckpt.elapsed
-        log(f"resuming {expert_id} from step {start} ({latest})")
-    # the groups' learning-rate schedules; their parameters change with densification, the
-    # optimiser holds the current ones
-    schedules = expert.param_groups()
-    optimizer = torch.optim.Adam([{"params": g.params, "lr": g.lr, "name": g.name} for g in schedules], eps=1e-15)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt.optimizer)
-
-    bg = scene.background
-    train = list(scene.train)
-    if not train:
-        raise InputError(f"scene {scene.name}: no training views")
-    images = ImageSource(scene, train)
-    order = _ViewOrder(seed, len(train))
-
-    def save(step: int, path: Path, finished: bool) -> None:
-        save_checkpoint(path, Checkpoint(
-            expert=expert_id, state_version=expert_cls.state_version, config=config.to_dict(), step=step,
-            finished=finished, elapsed=elapsed + time.perf_counter() - t0, model=expert.state_dict(),
-            optimizer=optimizer.state_dict(), densifier=densifier.state_dict()))
-
-    expert.train()
-    bar = tqdm(total=tc.iterations, initial=start, desc=f"train {expert_id}", disable=not progress,
-               mininterval=1.0, dynamic_ncols=True, unit="step")
-    ema_loss = ema_psnr = None
-    t0 = time.perf_counter()
-    try:
-        for step in range(start + 1, tc.iterations + 1):
-            for g, group in zip(schedules, optimizer.param_groups):
-                group["lr"] = g.lr_at(step)
-            expert.active_sh_degree.fill_(min(expert.max_sh_degree, step // max(tc.sh_increase_every, 1)))
-            expert.on_step(step)
-            loss_value = psnr_value = 0.0
-            for b in range(tc.batch_size):
-                k = (step - 1) * tc.batch_size + b
-                frame = train[int(order.epoch(k // len(train))[k % len(train)])]
-                img, _, meta, _ = render_expert(expert, frame.camera, bg)
-                means2d = meta["means2d"]
-                if means2d.requires_grad:
-                    means2d.retain_grad()
-                gt = images.get(frame)
-                l1 = (img - gt).abs().mean()
-                loss = (1 - tc.lambda_dssim) * l1 + (tc.lambda_dssim * dssim(img, gt) if tc.lambda_dssim else 0.0)
-                reg = expert.regularization(step)
-                if reg is not None:
-                    loss = loss + reg
-                (loss / tc.batch_size).backward()
-                if step <= tc.densify_until:
-                    densifier.observe(means2d, meta["radii"], frame.camera.width, frame.camera.height)
-                loss_value += float(loss.detach()) / tc.batch_size
-                with torch.no_grad():
-                    mse = float(((img - gt) ** 2).mean())
-                psnr_value += (-10 * math.log10(max(mse, 1e-10))) / tc.batch_size
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            densifier.step(step, expert.table, [optimizer], _step_generator(seed, step))
-            expert.refine(step, densifier, [optimizer])
-            ema_loss = loss_value if ema_loss is None else 0.9 * ema_loss + 0.1 * loss_value
-            ema_psnr = psnr_value if ema_psnr is None else 0.9 * ema_psnr + 0.1 * psnr_value
-            bar.update(1)
-            if step % 10 == 0 or step == tc.iterations:
-                bar.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", N=expert.num_gaussians, refresh=False)
-            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.iterations:
-                save(step, latest, finished=False)
-    finally:  # a killed run resumes from the last periodic checkpoint
-        bar.close()
-    train_seconds = elapsed + time.perf_counter() - t0
-    save(tc.iterations, out_dir / FINAL_CKPT, finished=True)
-    return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
+    return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed)
 
 
-def _finish(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds) -> TrainedExpert:
+def _finish(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
+            profile: str, seed: int, train_seconds: float) -> TrainedExpert:
     record = _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
     write_record(out_dir / RESULTS_FILE, record)
     (out_dir / LATEST_CKPT).unlink(missing_ok=True)
     return TrainedExpert(expert, record, out_dir, reused=False)
 
 
-def _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds):
+def _record(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
+            profile: str, seed: int, train_seconds: float) -> ResultRecord:
     expert.eval()
     bg = scene.background.to(expert.device)
     ev = evaluate(lambda f: render_expert(expert, f.camera, bg)[0], scene,
@@ -200,11 +173,9 @@ def _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_sec
     )
 
 
-def _build(expert_cls: type, config: Any, scene: Scene, seed: int) -> Any:
-    from moegs_bench.adapters.base import SceneInit
-
+def _build(expert_cls: ExpertClass, config: TrainableConfig, scene: Scene, seed: int) -> TrainableExpert:
     torch.manual_seed(seed)
-    return expert_cls(config, SceneInit.from_scene(scene))
+    return expert_cls.from_scene(scene, config)
 
 
 def _claim_folder(out_dir: Path, identity: dict, *, resume: bool, force: bool) -> None:
@@ -215,19 +186,3 @@ def _claim_folder(out_dir: Path, identity: dict, *, resume: bool, force: bool) -
                              "it or --force to start over")
     claim_folder(out_dir, identity, what="expert run", owned=(RESULTS_FILE, FINAL_CKPT, LATEST_CKPT, "renders"),
                  force=force)
-
-
-class ImageSource:
-    """Training images: held in memory when small (the synthetic suite), else read per step."""
-
-    def __init__(self, scene: Scene, frames: list[Frame], budget_bytes: int = 2 << 30) -> None:
-        self.scene = scene
-        w, h = scene.resolution
-        self.cache: dict[str, Tensor] | None = None
-        if len(frames) * w * h * 3 * 4 <= budget_bytes:
-            self.cache = {f.key: scene.image(f) for f in frames}
-
-    def get(self, frame: Frame) -> Tensor:
-        if self.cache is not None:
-            return self.cache[frame.key]
-        return self.scene.image(frame)

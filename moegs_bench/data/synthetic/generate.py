@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moegs_bench._checks import InputError
+from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.io import image_to_uint8
 from moegs_bench.data.scene import Frame, PointCloud, normalised_time

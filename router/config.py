@@ -1,0 +1,63 @@
+"""The router's training configuration and its profiles (MoE-GS, arXiv 2510.19210, §4).
+
+Torch-free: the command line resolves and validates a run's settings before importing torch.
+Every field is a key of ``moegs-bench run`` under ``router.`` (``--set router.temperature=0.1``);
+its type and :func:`~moegs_bench.config.setting` bounds are its validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from moegs_bench.config import check_config, config_from_dict, config_to_dict, setting
+from moegs_bench.router.catalog import RENDER_MODES, ROUTER_VARIANTS
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Router training (paper §4, N3V): RAdam, 0.5 for w and w_dir decaying to 1% over 10k
+    steps, 0.05 for w_time and Phi, ``0.8 L1 + 0.2 D-SSIM`` on the blend, one view per step."""
+
+    variant: str = setting("volume-aware", choices=lambda: tuple(ROUTER_VARIANTS))
+    iterations: int = setting(5000, ge=1)
+    temperature: float = setting(1.0, gt=0)  # T of the softmax in training
+    eval_temperature: float | None = setting(None, gt=0)  # None: the training T (the reference code: 1.0)
+    lr_w: float = setting(0.5, gt=0)  # w and w_dir
+    lr_w_final: float = setting(0.005, gt=0)
+    lr_decay_steps: int = setting(10000, ge=0)
+    lr_w_time: float = setting(0.05, ge=0)
+    lr_phi: float = setting(0.05, ge=0)
+    lambda_dssim: float = setting(0.2, ge=0, le=1)
+    render_mode: str = setting("exact", choices=lambda: tuple(RENDER_MODES))
+    finetune_experts: bool = False
+    checkpoint_every: int = setting(1000, ge=0)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    @property
+    def test_temperature(self) -> float:
+        return self.temperature if self.eval_temperature is None else self.eval_temperature
+
+    def with_reference_temperature(self) -> RouterConfig:
+        """What the authors' code does: train with T = 0.01, evaluate with T = 1."""
+        return replace(self, temperature=0.01, eval_temperature=1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, key: str = "") -> RouterConfig:
+        """Rebuild from :meth:`to_dict` output; a bad value or an unknown key is a
+        :class:`~moegs_bench.config.ConfigError` naming it (under ``key``, e.g. ``router``)."""
+        return config_from_dict(cls, data, key=key)
+
+
+#: ``paper``: the paper's N3V schedule. ``tiny``: a CPU budget with the same shape (the w rate
+#: decays to 10% by the end, as 5k of 10k decay steps do in the paper).
+ROUTER_PROFILES: dict[str, RouterConfig] = {
+    "paper": RouterConfig(),
+    "tiny": RouterConfig(iterations=300, lr_decay_steps=600, checkpoint_every=100),
+}
