@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from moegs_bench.adapters.base import Expert, ExpertConfig
+from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.config import RunConfig
 from moegs_bench.codehash import class_modules, closure_digest
 from moegs_bench.config import ConfigError
@@ -105,17 +107,16 @@ def default_run_name(scene_spec: str, experts: Sequence[str]) -> str:
     return f"{scene_slug(scene_spec)}_{'+'.join(experts)}"
 
 
-def expert_code_roots(expert_cls: type, config: Any) -> tuple[str, ...]:
+def expert_code_roots(expert_cls: type[Expert], config: ExpertConfig) -> tuple[str, ...]:
     """The modules whose source closure is an expert training's code: the expert's class and its
     base classes up to Expert, its config class and the module of the training entry point."""
-    from moegs_bench.adapters.base import Expert
     from moegs_bench.training.trainer import train_expert
 
     return (*class_modules(expert_cls, Expert), type(config).__module__, train_expert.__module__)
 
 
-def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type, config: Any, profile: str,
-                        seed: int) -> Path:
+def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type[Expert], config: ExpertConfig,
+                        profile: str, seed: int) -> Path:
     """The shared cache folder of one expert training, keyed by everything that determines its result:
     expert, state version, profile, configuration, scene, seed, torch version and code (the digest of the source
     closure of :func:`expert_code_roots`, see :mod:`moegs_bench.codehash`): editing the expert or the
@@ -147,7 +148,7 @@ def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str,
 
 
 def run_mixture(
-    request: RunRequest, scene: Scene, out_dir: Path, *, registry: Any, cache_root: Path,
+    request: RunRequest, scene: Scene, out_dir: Path, *, registry: Registry, cache_root: Path,
     force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
 ) -> RunResult:
     """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc."""
