@@ -200,6 +200,9 @@ def test_router_training_moves_the_experts_only_when_fine_tuning(scene, tmp_path
         (["--set", "router"], ["--set: expected KEY=VALUE"]),
         (["--set", "router=1"], ["router: is a group of settings"]),
         (["--frames", "0:0"], ["--frames (scene.frames)"]),
+        (["--name", "../../escape"], ["--name: expected a folder name", "'../../escape'"]),
+        (["--name", "/tmp/absolute"], ["--name: expected a folder name"]),
+        (["--name", ".."], ["--name: expected a folder name"]),
     ],
 )
 def test_bad_settings_exit_2_before_any_work(scene, tmp_path, args, needles):

@@ -418,7 +418,8 @@ def run(
     ] = Path("runs"),
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Run folder name inside OUT (default: SCENE_EXPERT+EXPERT...).", show_default=False),
+        typer.Option("--name", help="Run folder name inside OUT, one folder name (default: SCENE_EXPERT+EXPERT...).",
+                     show_default=False),
     ] = None,
     profile: Annotated[
         Profile, typer.Option("--profile", "-p", case_sensitive=False,

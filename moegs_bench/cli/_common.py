@@ -182,6 +182,14 @@ def write_bug_log(exc: BaseException, context: ErrorContext) -> Path | None:
 Shortcut = tuple[str, str, str, Callable[[Any], Any]]
 
 
+def check_folder_name(option: str, name: str) -> None:
+    """A run name is one folder name inside ``--out``: no separator, not ``.`` or ``..``, not
+    absolute (so the run folder can never be written outside ``--out``)."""
+    seps = {"/", os.sep, os.altsep or "/"}
+    if not name.strip() or name in (".", "..") or any(s in name for s in seps) or "\0" in name:
+        raise UserError(f"{option}: expected a folder name (no path separators, not '.' or '..'), got {name!r}")
+
+
 def parse_frames(text: str) -> tuple[int, int]:
     """``--frames START:END`` as ``(start, end)`` (the parsing of ``data info --frames``)."""
     from moegs_bench.cli._data import parse_frame_range

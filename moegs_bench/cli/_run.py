@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from moegs_bench.cli._common import TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments
+from moegs_bench.cli._common import TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments, check_folder_name
 
 #: Shortcut flags of ``run`` and the keys they set (README, "Settings"), applied in this order
 #: before ``--set``: (parameter, flag, key, value from the parameter's value).
@@ -46,6 +46,8 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
               "router_iterations": router_iterations, "temperature": temperature,
               "reference_temperature": reference_temperature, "finetune_experts": finetune_experts}
     given = set(values) if given is None else given  # called from Python: every argument counts
+    if name is not None:
+        check_folder_name("--name", name)
     console = Console()
     registry = Registry.discover(plugins)
     ids = parse_expert_list(experts, registry)
