@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -68,6 +68,9 @@ class Camera:
             object.__setattr__(self, name, float(value))
         if not (math.isfinite(self.time) and 0.0 <= self.time <= 1.0):
             raise InputError(f"Camera.time: expected a finite value in [0, 1], got {self.time!r}")
+        for name in ("near", "far"):
+            if math.isnan(getattr(self, name)):
+                raise InputError(f"Camera.{name}: got NaN; expected 0 < near < far")
         if not (math.isfinite(self.near) and 0.0 < self.near < self.far):
             raise InputError(f"Camera.near/far: expected 0 < near < far, got near={self.near!r}, far={self.far!r}")
 
@@ -190,7 +193,7 @@ class Camera:
         a partial arc includes both ends). Angle 0 lies on the world's -z side of the target
         (-x if ``up`` is along z), so with the default up the first camera looks along +z.
         """
-        if n < 1 or radius <= 0:
+        if n < 1 or not radius > 0:  # (NaN is not > 0)
             raise InputError(f"Camera.orbit: need n >= 1 and radius > 0, got n={n!r}, radius={radius!r}")
         up_ = torch.as_tensor(up, dtype=torch.float64).detach().cpu()
         if float(up_.norm()) == 0.0:
@@ -216,3 +219,22 @@ class Camera:
                 )  # fmt: skip
             )
         return cams
+
+
+def largest_downscale(cameras: Iterable[Camera]) -> int:
+    """The largest integer downscale that leaves every camera at least one pixel wide and high
+    (a downscale ``s`` makes a ``W x H`` camera ``W // s x H // s``; ``Scene`` downscales so)."""
+    return min(min(c.width, c.height) for c in cameras)
+
+
+def downscale_problem(cameras: Iterable[Camera], downscale: int) -> str | None:
+    """None when ``downscale`` leaves every camera at least one pixel, else a sentence saying
+    which camera it empties and the largest usable value (for the message of the option or key
+    that set it)."""
+    cams = list(cameras)
+    worst = min(cams, key=lambda c: min(c.width, c.height))
+    if downscale <= min(worst.width, worst.height):
+        return None
+    return (f"{downscale} leaves camera {worst.camera_id} ({worst.width}x{worst.height} pixels) with "
+            f"{worst.width // downscale}x{worst.height // downscale} pixels; the largest usable value is "
+            f"{largest_downscale(cams)}")

@@ -17,6 +17,7 @@ import moegs_bench
 from moegs_bench.adapters.base import Expert
 from moegs_bench.adapters.registry import BUILTIN_EXPERTS, Registry
 from moegs_bench.app.run import expert_cache_folder, expert_code_roots
+from moegs_bench.data.state import dataset_state
 from moegs_bench.codehash import class_modules, closure_digest, locate_module, source_closure, source_facts
 from moegs_bench.data.synthetic import generate
 from moegs_bench.training.trainer import train_expert
@@ -162,11 +163,19 @@ def test_the_cache_folder_names_expert_profile_and_key(tmp_path):
     registry = Registry.discover()
     cls = registry.get("static")
     cfg = cls.profile("tiny")
-    folder = expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 0)
+    (tmp_path / "data").mkdir()
+    image = tmp_path / "data" / "a.png"
+    image.write_bytes(b"1234")
+    state = dataset_state(tmp_path / "data", [image])
+    folder = expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 0, state)
     assert folder.parent == tmp_path / "synthetic-kitchen" and folder.name.startswith("static-tiny-")
-    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 0) == folder
-    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 1) != folder
-    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg.with_iterations(3), "tiny", 0) != folder
+    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 0, state) == folder
+    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 1, state) != folder
+    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg.with_iterations(3), "tiny", 0, state) != folder
+    # the same path with other files (a dataset replaced in place) is another entry
+    image.write_bytes(b"12345")
+    replaced = dataset_state(tmp_path / "data", [image])
+    assert expert_cache_folder(tmp_path, "synthetic:kitchen", cls, cfg, "tiny", 0, replaced) != folder
     assert class_modules(cls, Expert) == ("moegs_bench.experts.static3dgs", "moegs_bench.adapters.base")
 
 

@@ -281,7 +281,9 @@ def test_errors_are_sorted_into_user_errors_and_bugs(tmp_path: Path, capsys: pyt
     assert info.value.exit_code == 2 and capsys.readouterr().err == "Error: /root/x: Permission denied\n"
     with pytest.raises(typer.Exit) as info, command_errors(context):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/out.pt")
-    assert info.value.exit_code == 1 and capsys.readouterr().err == "Error: /data/out.pt: No space left on device\n"
+    err = capsys.readouterr().err
+    assert info.value.exit_code == 1 and err.startswith("Error: /data/out.pt: No space left on device; ")
+    assert "the last checkpoint is intact" in err and "rerun the same command to resume" in err
 
 
 def test_an_unexpected_exception_in_any_command_is_a_bug_report(tmp_path: Path, monkeypatch) -> None:

@@ -166,15 +166,32 @@ def open_configured_scene(config: SceneConfig, cache_dir: Path | None) -> Opened
     """Load the scene of ``config``. Its id is the canonical spec (``synthetic:NAME`` or
     ``FORMAT:/absolute/path``), followed by ``;downscale=F`` when the downscale is not the
     protocol's and ``;frames=START:END`` when frames were chosen: the same data, the same id."""
-    from moegs_bench.data import open_scene
+    from moegs_bench.data import Scene, open_scene
 
-    scene, spec = open_scene(config.spec, cache_dir=cache_dir, downscale=config.downscale, frame_range=config.frames)
+    scene, spec = open_scene(config.spec, cache_dir=cache_dir, downscale=1, frame_range=config.frames)
+    downscale = scene.data.default_downscale if config.downscale is None else config.downscale
+    _check_downscale(scene, downscale, given=config.downscale is not None)
+    if downscale != 1:  # the same Scene as open_scene(downscale=...) builds, once checked
+        scene = Scene(scene.data, downscale=downscale, cache_dir=scene.cache_dir)
     parts = [spec]
     if scene.downscale != scene.data.default_downscale:
         parts.append(f"downscale={scene.downscale}")
     if config.frames is not None:
         parts.append(f"frames={config.frames[0]}:{config.frames[1]}")
     return OpenedScene(scene, SceneConfig(spec=spec, downscale=scene.downscale, frames=config.frames), ";".join(parts))
+
+
+def _check_downscale(scene: Any, downscale: int, *, given: bool) -> None:
+    """A ConfigError on ``scene.downscale`` (the CLI names ``--downscale`` when that flag set it)
+    when ``downscale`` leaves a camera of ``scene`` (loaded at full resolution) without pixels."""
+    from moegs_bench.cameras import downscale_problem
+
+    problem = downscale_problem((f.camera for f in scene.data.frames), downscale)
+    if problem is not None:
+        if not given:
+            problem = (f"not set, and the {scene.format} default {problem}; set a smaller one with --downscale "
+                       f"or --set scene.downscale=N")
+        raise ConfigError("scene.downscale", problem)
 
 
 def text_assignments(items: Sequence[str]) -> list[Assignment]:

@@ -36,17 +36,20 @@ from moegs_bench.app.config import RunConfig
 from moegs_bench.codehash import class_modules, closure_digest
 from moegs_bench.config import ConfigError
 from moegs_bench.data.scene import Scene
+from moegs_bench.data.state import DatasetState
 from moegs_bench.io import atomic_write
 from moegs_bench.metrics import LpipsMetric, storage_mb
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
 from moegs_bench.router.config import RouterConfig
-from moegs_bench.run_folder import RunFolderError, claim_folder, read_identity
+from moegs_bench.run_folder import MIXTURE_RUN, RunFolderError, read_identity, working_in
+from moegs_bench.training.checkpoint import CheckpointError
 from moegs_bench.training.evaluate import evaluate
 
 ROUTER_FINAL = "router/mixture.pt"
 ROUTER_LATEST = "router/latest.pt"
 MIXTURE_RECORD = "results/mixture.json"
-OWNED = ("experts.json", "router", "renders", "gates", "video", "results")
+EXPERTS_FILE = "experts.json"
+OWNED = (EXPERTS_FILE, "router", "renders", "gates", "video", "results")
 GATE_VIEWS = 4  # gate-map figures for the first test views
 
 
@@ -80,11 +83,11 @@ class RunRequest:
     def expert_iterations(self) -> int | None:
         return self.config.expert_iterations
 
-    def identity(self) -> dict[str, Any]:
-        """What ``run.json`` holds: the settings tree, the scene's id and the ``--expert-run`` folders."""
+    def identity(self, dataset: DatasetState) -> dict[str, Any]:
+        """What ``run.json`` holds: the settings tree, the scene's id and state, the ``--expert-run`` folders."""
         tree = self.config.to_dict()
-        return {"kind": "moegs-bench/mixture-run", **tree, "scene": {**tree["scene"], "id": self.scene_spec},
-                "expert_runs": {k: v for k, v in self.expert_runs}}
+        return {"kind": MIXTURE_RUN, **tree, "scene": {**tree["scene"], "id": self.scene_spec},
+                "dataset": dataset.digest, "expert_runs": {k: v for k, v in self.expert_runs}}
 
 
 @dataclass
@@ -116,20 +119,23 @@ def expert_code_roots(expert_cls: type[Expert], config: ExpertConfig) -> tuple[s
 
 
 def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type[Expert], config: ExpertConfig,
-                        profile: str, seed: int) -> Path:
+                        profile: str, seed: int, dataset: DatasetState) -> Path:
     """The shared cache folder of one expert training, keyed by everything that determines its result:
-    expert, state version, profile, configuration, scene, seed, torch version and code (the digest of the source
-    closure of :func:`expert_code_roots`, see :mod:`moegs_bench.codehash`): editing the expert or the
-    training code it runs through gives a new folder; editing the CLI, the router or the reports does not."""
+    expert, state version, profile, configuration, scene and the state of its files
+    (:mod:`moegs_bench.data.state`), seed, torch version and code (the digest of the source closure of
+    :func:`expert_code_roots`, see :mod:`moegs_bench.codehash`): editing the expert or the training code
+    it runs through, or replacing the dataset's files, gives a new folder; editing the CLI, the router or
+    the reports does not."""
     key = {"expert": expert_cls.info.id, "state_version": expert_cls.state_version, "profile": profile,
-           "config": config.to_dict(), "scene": scene_spec, "seed": seed, "torch": torch.__version__,
-           "code": closure_digest(expert_code_roots(expert_cls, config))}
+           "config": config.to_dict(), "scene": scene_spec, "dataset": dataset.digest, "seed": seed,
+           "torch": torch.__version__, "code": closure_digest(expert_code_roots(expert_cls, config))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root / scene_slug(scene_spec) / f"{expert_cls.info.id}-{profile}-{digest}"
 
 
-def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str, Any]:
-    """The ``run.json`` of a finished ``train-expert`` folder of ``expert_id`` on ``scene_spec``."""
+def check_expert_run(folder: Path, expert_id: str, scene_spec: str, dataset: DatasetState) -> dict[str, Any]:
+    """The ``run.json`` of a finished ``train-expert`` folder of ``expert_id`` on ``scene_spec`` in
+    the state ``dataset`` (an expert trained before the dataset's files changed is refused)."""
     from moegs_bench.training.trainer import FINAL_CKPT, RESULTS_FILE
 
     identity = read_identity(folder)
@@ -141,6 +147,10 @@ def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str,
     if identity.get("scene") != scene_spec:
         raise RunFolderError(f"--expert-run {expert_id}={folder}: trained on scene {identity.get('scene')!r}, "
                              f"this run's scene is {scene_spec!r}")
+    if identity.get("dataset") != dataset.digest:
+        raise RunFolderError(f"--expert-run {expert_id}={folder}: trained on other files of {scene_spec} (the "
+                             "dataset's files changed since, or the folder predates dataset states); retrain it "
+                             "with train-expert --force")
     if not (folder / FINAL_CKPT).is_file() or not (folder / RESULTS_FILE).is_file():
         raise RunFolderError(f"--expert-run {expert_id}={folder}: training is not finished (no {FINAL_CKPT} / "
                              f"{RESULTS_FILE}); finish it with train-expert --resume")
@@ -149,13 +159,13 @@ def check_expert_run(folder: Path, expert_id: str, scene_spec: str) -> dict[str,
 
 def run_mixture(
     request: RunRequest, scene: Scene, out_dir: Path, *, registry: Registry, cache_root: Path,
-    force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+    force: bool = False, retrain_experts: bool = False, progress: bool = True, log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc."""
-    from moegs_bench.router.mixture import Mixture
-    from moegs_bench.router.train import train_router
-    from moegs_bench.training.trainer import RESULTS_FILE, train_expert
+    """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc.
 
+    ``out_dir`` is locked while this runs (a second process is refused); each cache entry is locked
+    while its expert is trained or read (a second process waits, then reuses the training).
+    ``retrain_experts`` retrains the cache entries this run uses (not ``--expert-run`` folders)."""
     out_dir = Path(out_dir)
     if len(request.experts) < 2:
         raise ConfigError("experts", f"a mixture needs at least two experts, got {', '.join(request.experts)}")
@@ -164,47 +174,72 @@ def run_mixture(
     unknown = sorted(set(runs) - set(request.experts))
     if unknown:
         raise ConfigError("experts", f"--expert-run names {', '.join(unknown)}, which is not one of the experts")
-    sources = {e: check_expert_run(Path(runs[e]), e, request.scene_spec) for e in runs}
+    sources = {e: check_expert_run(Path(runs[e]), e, request.scene_spec, scene.state) for e in runs}
     # an expert of a finished training has that training's settings (run.json says so)
     request = replace(request, config=request.config.with_experts({
         e: registry.get(e).config_class.from_dict(ident["config"], key=f"experts.{e}") for e, ident in sources.items()}))
-    claim_folder(out_dir, request.identity(), what="mixture run", owned=OWNED, force=force)
-    if (out_dir / MIXTURE_RECORD).is_file():
-        log(f"{out_dir}: finished run found; reporting it (pass --force to redo)")
-        return RunResult(out_dir, [read_record(out_dir / "results" / f"{e}.json") for e in request.experts],
-                         read_record(out_dir / MIXTURE_RECORD), reused=True)
+    with working_in(out_dir, request.identity(scene.state), what="mixture run", owned=OWNED, force=force,
+                    bookkeeping=(EXPERTS_FILE,)):
+        if (out_dir / MIXTURE_RECORD).is_file():
+            log(f"{out_dir}: finished run found; reporting it (pass --force to redo)")
+            return RunResult(out_dir, [read_record(out_dir / "results" / f"{e}.json") for e in request.experts],
+                             read_record(out_dir / MIXTURE_RECORD), reused=True)
+        experts, records = _experts(request, scene, out_dir, classes, sources, cache_root=cache_root,
+                                    retrain=retrain_experts, progress=progress, log=log)
+        return _mixture(request, scene, out_dir, experts, records, progress=progress, log=log)
 
-    # 1. experts: reuse finished trainings, train (or resume) the others in the shared cache
+
+def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence[type[Expert]],
+             sources: dict[str, dict[str, Any]], *, cache_root: Path, retrain: bool, progress: bool,
+             log: Callable[[str], None]) -> tuple[list[Expert], list[ResultRecord]]:
+    """The run's experts: finished ``--expert-run`` trainings, or cache entries reused, trained or
+    resumed (one process at a time per entry); ``experts.json`` records where each came from."""
+    from moegs_bench.training.trainer import RESULTS_FILE, train_expert
+
     experts, records = [], []
-    known = out_dir / "experts.json"  # a resumed run keeps what its first attempt found
+    runs = dict(request.expert_runs)
+    known = out_dir / EXPERTS_FILE  # a resumed run keeps what its first attempt found
     provenance: dict[str, Any] = json.loads(known.read_text()) if known.is_file() else {}
     for cls in classes:
         eid = cls.info.id
         config = request.config.experts[eid]  # the profile's (stretched, --set) or the folder's
-        if eid in sources:
-            profile, seed, folder = sources[eid]["profile"], sources[eid]["seed"], Path(runs[eid])
-        else:
+        cached = eid not in sources
+        if cached:
             profile, seed = request.profile, request.seed
-            folder = expert_cache_folder(cache_root, request.scene_spec, cls, config, profile, seed)
-        finished = (folder / RESULTS_FILE).is_file()
+            folder = expert_cache_folder(cache_root, request.scene_spec, cls, config, profile, seed, scene.state)
+        else:
+            profile, seed, folder = sources[eid]["profile"], sources[eid]["seed"], Path(runs[eid])
+        finished = (folder / RESULTS_FILE).is_file() and not (cached and retrain)
         log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
-        trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config, profile=profile,
-                               seed=seed, resume=True, progress=progress,
-                               log=(lambda _: None) if finished else log)  # (its "--force to retrain" is not ours)
+        try:
+            trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config, profile=profile,
+                                   seed=seed, resume=True, force=cached and retrain, progress=progress, wait=cached,
+                                   log=(lambda _: None) if finished else log)  # (its "--force to retrain" is not ours)
+        except (CheckpointError, RunFolderError) as e:
+            if not cached:
+                raise
+            raise RunFolderError(f"{eid}: the cached training in {folder} cannot be used ({e}); pass "
+                                 "--retrain-experts to retrain it, or remove that folder") from None
         experts.append(trained.expert)
         records.append(trained.record)
-        reused = provenance.get(eid, {}).get("reused", finished)
+        reused = provenance.get(eid, {}).get("reused", trained.reused)
         provenance[eid] = {"folder": str(folder), "reused": reused, "profile": profile,
                            "train_seconds": trained.record.timing.train_seconds}
         _write_json(known, provenance)
+    return experts, records
 
-    # 2. router
+
+def _mixture(request: RunRequest, scene: Scene, out_dir: Path, experts: list[Expert], records: list[ResultRecord],
+             *, progress: bool, log: Callable[[str], None]) -> RunResult:
+    """Router training (or resume), evaluation, gate maps and video; the mixture record last."""
+    from moegs_bench.router.mixture import Mixture
+    from moegs_bench.router.train import train_router
+
     mixture = Mixture(experts, request.router)  # trained, resumed or loaded (router/mixture.pt) here:
     router_seconds = train_router(mixture, scene, out_dir / ROUTER_LATEST, final=out_dir / ROUTER_FINAL,
                                   seed=request.seed, progress=progress, log=log)
     mixture.eval()
 
-    # 3. evaluation, gate maps, video; the mixture record last
     bg = scene.background
     render = lambda f: mixture(f.camera, bg).image  # noqa: E731 (eval mode: the test temperature)
     log(f"evaluating the mixture on {len(scene.test)} test views")
@@ -214,12 +249,13 @@ def run_mixture(
     (out_dir / "results").mkdir(exist_ok=True)
     for eid, rec in zip(request.experts, records):
         write_record(out_dir / "results" / f"{eid}.json", rec)
-    mixture_record = _mixture_record(mixture, request, ev, records, router_seconds)
+    mixture_record = _mixture_record(mixture, request, ev, records, router_seconds, scene.state)
     write_record(out_dir / MIXTURE_RECORD, mixture_record)
     return RunResult(out_dir, records, mixture_record, reused=False)
 
 
-def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord], router_seconds: float):
+def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord], router_seconds: float,
+                    dataset: DatasetState) -> ResultRecord:
     n = sum(e.num_gaussians for e in mixture.experts)
     router_bytes = mixture.storage_bytes()
     nbytes = sum(r.storage_bytes for r in records) + router_bytes
@@ -233,7 +269,7 @@ def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord
         provenance=collect_provenance(mixture.experts[0].device),
         extra={"router_train_seconds": router_seconds, "expert_train_seconds": expert_seconds,
                "router_storage_bytes": router_bytes, "render_mode": request.router.render_mode,
-               "test_temperature": request.router.test_temperature},
+               "test_temperature": request.router.test_temperature, "dataset": dataset.to_dict()},
     )
 
 

@@ -227,7 +227,7 @@ def data_synth(
     """
     from moegs_bench.cli._data import run_synth
 
-    with user_errors():
+    with command_errors():
         run_synth(out, scene=scene, frames=frames, width=width, height=height, seed=seed, train_cameras=train_cameras)
 
 
@@ -242,12 +242,21 @@ def data_info(
     ] = None,
     frames: Annotated[str | None, typer.Option("--frames", help="Frame range START:END (END exclusive).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Decode every image (train and test) and check its size; exit 2 if one fails.")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (--check).")] = True,
 ) -> None:
-    """Show a dataset's format, cameras, frames, resolution, split, points and bounds."""
+    """Show a dataset's format, cameras, frames, resolution, split, points and bounds.
+
+    Loading reads the metadata and the image headers (N3V: the video containers), not the pixels:
+    a corrupt image may still pass. [cyan]--check[/cyan] decodes every image as training would (without
+    writing a cache), lists the bad ones and exits with code 2 if there is one.
+    """
     from moegs_bench.cli._data import run_info
 
     with user_errors():
-        run_info(path, downscale=downscale, frames=frames, as_json=as_json)
+        run_info(path, downscale=downscale, frames=frames, as_json=as_json, check=check, progress=progress)
 
 
 experts_app = _sub_app("experts", "Experts: the built-in dynamic Gaussian methods, installed ones and --plugin classes.")
@@ -460,6 +469,11 @@ def run(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (experts and router; deterministic on CPU).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Redo a finished run (the expert cache is kept).")] = False,
+    retrain_experts: Annotated[
+        bool, typer.Option("--retrain-experts",
+                           help="Retrain the cached experts this run uses (e.g. a cache entry reported unusable); "
+                                "[cyan]--expert-run[/cyan] folders are kept."),
+    ] = False,
     plugins: _PluginOption = None,
     cache: Annotated[
         Path | None,
@@ -490,7 +504,7 @@ def run(
             render_mode=render_mode.value, temperature=temperature, reference_temperature=reference_temperature,
             finetune_experts=finetune_experts, expert_iterations=expert_iterations,
             router_iterations=router_iterations, expert_runs=expert_runs or [], seed=seed, force=force,
-            plugins=plugins or [], cache=cache, progress=progress, downscale=downscale, frames=frames,
+            retrain_experts=retrain_experts, plugins=plugins or [], cache=cache, progress=progress, downscale=downscale, frames=frames,
             settings=settings or [], given=_given(ctx), context=context,
         )
 

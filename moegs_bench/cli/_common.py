@@ -123,6 +123,9 @@ def handle_unexpected(exc: BaseException, context: ErrorContext | None = None) -
     if isinstance(exc, OSError) and (exc.filename is not None or exc.errno is not None):
         where = f"{exc.filename}: " if exc.filename is not None else ""
         what = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what += ("; files are written whole or not at all, so the last checkpoint is intact: free some space "
+                     "and rerun the same command to resume")
         print_error(f"{where}{what}")
         raise typer.Exit(USER_ERROR_EXIT if exc.errno in _USER_OS_ERRORS else INTERNAL_ERROR_EXIT)
     report_bug(exc, context)
@@ -188,6 +191,46 @@ def check_folder_name(option: str, name: str) -> None:
     seps = {"/", os.sep, os.altsep or "/"}
     if not name.strip() or name in (".", "..") or any(s in name for s in seps) or "\0" in name:
         raise UserError(f"{option}: expected a folder name (no path separators, not '.' or '..'), got {name!r}")
+
+
+def check_writable(option: str, path: Path) -> None:
+    """Before any work: ``path`` (a folder, existing or to be created) can be created and written.
+
+    Tries it for real (the permission bits do not tell for root, a read-only mount or a quota): a
+    temporary file is created in ``path`` or its nearest existing ancestor, and removed. Raises a
+    :class:`UserError` naming ``option`` and the path otherwise.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link (or a loop) where a folder should be
+            raise UserError(f"{option} {path}: {probe} is a symbolic link that leads nowhere (a missing target or a loop)")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise UserError(f"{option} {path}: {what}, expected a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".moegs-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        where = "" if probe == path else f" (in {probe})"
+        raise UserError(f"{option} {path}: cannot write there{where}: {e.strerror or e}") from None
+
+
+def check_cache_writable(cache: Path | None) -> None:
+    """:func:`check_writable` for the cache, named as the user set it (``--cache``, the variable
+    ``MOEGS_BENCH_CACHE`` or the default folder)."""
+    from moegs_bench.data import default_cache_dir
+
+    if cache is not None:
+        check_writable("--cache", cache)
+    elif os.environ.get("MOEGS_BENCH_CACHE"):
+        check_writable("MOEGS_BENCH_CACHE", default_cache_dir())
+    else:
+        check_writable("the cache (set --cache or MOEGS_BENCH_CACHE to use another)", default_cache_dir())
 
 
 def parse_frames(text: str) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from moegs_bench.cli._common import UserError, facts_table
+from moegs_bench.cli._common import UserError, check_writable, facts_table
 
 
 def parse_frame_range(text: str | None) -> tuple[int, int] | None:
@@ -32,6 +32,7 @@ def run_synth(out: Path, *, scene: str | None, frames: int, width: int, height: 
         raise UserError(f"--scene: unknown synthetic scene {scene!r}; expected one of {', '.join(SCENES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty folder; choose a new OUT")
+    check_writable("OUT", out)
     t0 = time.perf_counter()
     generate(out, scene, frames=frames, width=width, height=height, seed=seed, train_cameras=train_cameras)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -42,16 +43,61 @@ def run_synth(out: Path, *, scene: str | None, frames: int, width: int, height: 
     run_info(out, downscale=1, frames=None, as_json=False)
 
 
-def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_json: bool) -> None:
+#: What ``data info`` says about the images without ``--check``.
+NOT_DECODED = "not decoded (pass --check to decode every image)"
+
+
+def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_json: bool, check: bool = False,
+             progress: bool = True) -> None:
+    """Print a dataset's facts; with ``check``, decode every image first (README, ``data info``).
+
+    A check that finds bad images still prints the facts, then each bad image (its key and what
+    is wrong), and ends with one error line naming the first: exit code 2. Nothing is written.
+    """
     from rich.console import Console
 
-    from moegs_bench.data import load_scene
+    scene = _load(path, downscale, parse_frame_range(frames))
+    facts = _facts(scene)
+    bad: list[tuple[str, str]] = []
+    if check:
+        bad = check_images(scene, progress=progress)
+        total = len(scene.data.frames)
+        note = (f"all {total} decoded, each the size of its camera" if not bad
+                else f"{len(bad)} of {total} cannot be used (listed below)")
+        images = {"decoded": True, "count": total, "bad": [{"key": k, "error": e} for k, e in bad], "note": note}
+    else:
+        images = {"decoded": False, "count": len(scene.data.frames), "bad": [], "note": NOT_DECODED}
+    if as_json:
+        print(json.dumps({**facts, "images": images}, indent=2, default=str))
+    else:
+        console = Console()
+        console.print(facts_table(f"{scene.format}: {scene.name}", {**facts, "images": images["note"]}))
+        for key, error in bad:
+            console.print(f"bad image {key}: {error}", markup=False, highlight=False, soft_wrap=True)
+    if bad:
+        raise UserError(f"{len(bad)} of {len(scene.data.frames)} images failed --check; the first: {bad[0][1]}")
 
-    scene = load_scene(path, downscale=downscale, frame_range=parse_frame_range(frames))
+
+def _load(path: str | Path, downscale: int | None, frame_range: tuple[int, int] | None):
+    """The scene at ``downscale`` (None: the format's default); a downscale that leaves a camera
+    without pixels is a one-line error naming ``--downscale`` and the largest usable value."""
+    from moegs_bench.cameras import downscale_problem
+    from moegs_bench.data import Scene, load_scene
+
+    full = load_scene(path, downscale=1, frame_range=frame_range)  # every camera has >= 1 pixel
+    wanted = full.data.default_downscale if downscale is None else downscale
+    problem = downscale_problem((f.camera for f in full.data.frames), wanted)
+    if problem is not None:
+        given = "--downscale " if downscale is not None else f"--downscale not given: the {full.format} default "
+        raise UserError(given + problem)
+    return full if wanted == 1 else Scene(full.data, downscale=wanted, cache_dir=full.cache_dir)
+
+
+def _facts(scene) -> dict[str, object]:
     full = scene.data.frames[0].camera
     lo, hi = scene.bounds
     test_ids = sorted(scene.data.test_camera_ids)
-    facts = {
+    return {
         "path": str(scene.data.root),
         "format": scene.format,
         "name": scene.name,
@@ -69,7 +115,29 @@ def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_
         "background": list(scene.data.background),
         **{str(k): v for k, v in scene.data.meta.items()},
     }
-    if as_json:
-        print(json.dumps(facts, indent=2, default=str))
-        return
-    Console().print(facts_table(f"{scene.format}: {scene.name}", facts))
+
+
+def check_images(scene, *, progress: bool = True) -> list[tuple[str, str]]:
+    """Decode every image of ``scene`` (train and test, full resolution) with ``Scene.decode``
+    (``Scene.image`` without its cache): the loader's reader, 8-bit RGB, the size its camera says.
+    Returns ``(key, what is wrong)`` of each bad image, in the loader's order (empty: all good).
+    The progress bar goes to stderr, and only to a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    from moegs_bench.errors import InputError
+
+    bad: list[tuple[str, str]] = []
+    frames = scene.data.frames  # full-resolution frames
+    bar = tqdm(frames, desc="decode images", unit="image", file=sys.stderr, leave=False, dynamic_ncols=True,
+               disable=True if not progress else None)  # None: only on a terminal
+    try:
+        for frame in bar:
+            try:
+                scene.decode(frame)  # [H, W, 3] uint8, its size checked
+            except InputError as exc:  # DatasetError and the like: a message naming the file
+                bad.append((frame.key, " ".join(str(exc).split())))
+    finally:
+        bar.close()
+    return bad

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from moegs_bench.cli._common import TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments, check_folder_name
+from moegs_bench.cli._common import (TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments, check_cache_writable,
+                                     check_folder_name, check_writable)
 
 #: Shortcut flags of ``run`` and the keys they set (README, "Settings"), applied in this order
 #: before ``--set``: (parameter, flag, key, value from the parameter's value).
@@ -27,6 +28,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
                     render_mode: str, temperature: float | None, reference_temperature: bool,
                     finetune_experts: bool, expert_iterations: int | None, router_iterations: int | None,
                     expert_runs: list[str], seed: int, force: bool, plugins: list[str], cache: Path | None,
+                    retrain_experts: bool = False,
                     progress: bool, downscale: int | None = None, frames: str | None = None,
                     settings: Sequence[str] = (), given: set[str] | None = None,
                     context: ErrorContext | None = None) -> None:
@@ -73,6 +75,8 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
             raise ConfigError(a.key, f"expert {eid} comes from --expert-run {dict(runs)[eid]}; its settings are "
                                      "that training's")
     config = RunConfig.resolve(classes, todo)  # every value validated: nothing has run yet
+    check_writable("--out", out)
+    check_cache_writable(cache)
 
     opened = open_configured_scene(config.scene, cache)
     loaded = opened.scene
@@ -88,7 +92,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
     cache_root = (cache if cache is not None else default_cache_dir()) / "experts"
     with computed_values("moegs-bench run"):
         result = run_mixture(request, loaded, folder, registry=registry, cache_root=cache_root, force=force,
-                             progress=progress, log=console.print)
+                             retrain_experts=retrain_experts, progress=progress, log=console.print)
     print_summary(console, result)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from moegs_bench.cli._common import TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments
+from moegs_bench.cli._common import (TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments, check_cache_writable,
+                                     check_writable)
 
 
 #: Shortcut flags of ``train-expert`` and the keys they set, applied in this order before ``--set``.
@@ -34,6 +35,8 @@ def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str,
     console = Console()
     cls = Registry.discover(plugins).get(expert)
     config = ExpertsConfig.resolve([cls], assignments(TRAIN_SHORTCUTS, values, given, settings, context))
+    check_writable("--out", out)
+    check_cache_writable(cache)
     opened = open_configured_scene(config.scene, cache)
     loaded, expert_config = opened.scene, config.experts[cls.info.id]
     console.print(f"[b]{cls.info.id}[/b] ({cls.info.method}) on {opened.scene_id}: {len(loaded.train)} training "

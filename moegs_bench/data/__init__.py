@@ -18,6 +18,7 @@ from pathlib import Path
 
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, Scene, SceneData
 from moegs_bench.data.images import ImageSource
+from moegs_bench.data.files import folder_problem
 
 #: format name -> module (imported when used)
 FORMATS: dict[str, str] = {
@@ -37,17 +38,28 @@ def _module(fmt: str):
 
 def detect_format(root: Path) -> str:
     """The format of the dataset folder ``root`` (a DatasetError when none or several match)."""
-    if not root.exists():
-        raise DatasetError(f"{root}: no such file or folder")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: expected a dataset folder, got a file")
+    _check_root(root)
     found = [fmt for fmt in FORMATS if _module(fmt).detect(root)]
+    if not found and (problem := folder_problem(root)) is not None:
+        raise DatasetError(f"{root}: {problem}; its format cannot be detected (name it as FORMAT:PATH with FORMAT "
+                           f"in {', '.join(FORMATS)})")
     if len(found) != 1:
         what = "no known layout" if not found else f"several layouts ({', '.join(found)})"
         raise DatasetError(
             f"{root}: {what}; name one as FORMAT:PATH with FORMAT in {', '.join(FORMATS)}"
         )
     return found[0]
+
+
+def _check_root(root: Path) -> None:
+    """A DatasetError unless ``root`` is a folder (missing, a file, a loop, no permission on the way)."""
+    if not os.path.lexists(root):
+        raise DatasetError(f"{root}: no such file or folder")
+    problem = folder_problem(root, listed=False)
+    if problem == "a file, expected a folder":
+        raise DatasetError(f"{root}: expected a dataset folder, got a file")
+    if problem is not None:
+        raise DatasetError(f"{root}: {problem}; expected a dataset folder")
 
 
 def load_scene(
@@ -63,8 +75,7 @@ def load_scene(
     fmt, _, rest = text.partition(":")
     if rest and fmt in FORMATS:
         root = Path(rest)
-        if not root.exists():
-            raise DatasetError(f"{root}: no such file or folder")
+        _check_root(root)
     elif rest and len(fmt) > 1 and "/" not in fmt:
         raise DatasetError(f"{text}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     else:

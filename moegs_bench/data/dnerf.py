@@ -44,6 +44,7 @@ import torch
 
 from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
+from moegs_bench.data.files import file_problem, is_file, present, read_problem, require_file
 from moegs_bench.data.scene import DatasetError, Frame, SceneData, read_json, select_frames
 
 #: Camera id of test frame ``j`` is ``TEST_ID_OFFSET + j`` (train frame ``j`` has id ``j``).
@@ -55,7 +56,7 @@ _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def detect(root: Path) -> bool:
-    return (Path(root) / "transforms_train.json").is_file()
+    return present(Path(root) / "transforms_train.json")
 
 
 def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
@@ -68,7 +69,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
             f"supported (test frames get camera ids from {TEST_ID_OFFSET})"
         )
     val_path = root / "transforms_val.json"
-    n_val = _count_frames(val_path) if val_path.is_file() else 0
+    n_val = _count_frames(val_path) if is_file(val_path) else 0
 
     # frame index = rank of the frame's time among the distinct times of train and test
     distinct = sorted({entry["time"] for entry in train + test})
@@ -105,6 +106,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
         frames=frames,
         test_camera_ids={TEST_ID_OFFSET + j for j in range(len(test))},
         read_image=read_image,
+        sources=(*(root / f"transforms_{s}.json" for s in ("train", "val", "test")), *paths.values()),
         num_frames=len(selected),
         points=None,
         background=(1.0, 1.0, 1.0),
@@ -126,7 +128,9 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
 
 # ------------------------------------------------------------------------------ json parsing
 def _load_json(path: Path) -> object:
-    return read_json(path, "a D-NeRF transforms file (camera_angle_x, frames)")
+    expected = "a D-NeRF transforms file (camera_angle_x, frames)"
+    require_file(path, expected)  # a loop or a folder without permission, named as such
+    return read_json(path, expected)
 
 
 def _count_frames(path: Path) -> int:
@@ -179,9 +183,12 @@ def _read_split(root: Path, split: str) -> list[dict]:
             c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError):
             c2w = None
-        if c2w is None or c2w.shape != (4, 4) or not np.isfinite(c2w).all():
+        if c2w is None or c2w.shape != (4, 4):
             shape = "not a matrix of numbers" if c2w is None else f"shape {c2w.shape}"
             raise DatasetError(f"{where}: transform_matrix must be a finite 4x4 camera-to-world matrix, got {shape}")
+        if not np.isfinite(c2w).all():
+            raise DatasetError(f"{where}: transform_matrix contains NaN or Inf; expected a finite 4x4 camera-to-world "
+                               "matrix")
         rel = file_path[2:] if file_path.startswith("./") else file_path
         image = root / (rel if rel.lower().endswith(_IMAGE_SUFFIXES) else rel + ".png")
         key = Path(rel).with_suffix("").as_posix() if rel.lower().endswith(_IMAGE_SUFFIXES) else Path(rel).as_posix()
@@ -211,13 +218,15 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the image header, with a clear error for missing or unreadable files."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise DatasetError(f"{path}: image missing (named by its transforms file)")
+    problem = file_problem(path)
+    if problem is not None:
+        what = "image missing" if problem == "missing" else problem
+        raise DatasetError(f"{path}: {what} (named by its transforms file)")
     try:
         with Image.open(path) as im:
             return im.size
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from None
+        raise DatasetError(f"{path}: not a readable image ({read_problem(e, path)})") from None
 
 
 def _read_rgba_over_white(path: Path) -> np.ndarray:
@@ -230,6 +239,6 @@ def _read_rgba_over_white(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetError(f"{path}: image missing") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from None
+        raise DatasetError(f"{path}: not a readable image ({read_problem(e, path)})") from None
     alpha = rgba[..., 3:4]
     return rgba[..., :3] * alpha + (1.0 - alpha)

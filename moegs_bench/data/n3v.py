@@ -50,6 +50,9 @@ import torch
 
 from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
+from moegs_bench.data.files import (
+    list_folder, optional_file, present, read_problem, require_file, require_folder,
+)
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, select_frames
 
 FORMAT = "n3v"
@@ -78,13 +81,12 @@ _ORTHO_TOL = 1e-4
 # ------------------------------------------------------------------------------- detect / load
 def detect(root: Path) -> bool:
     root = Path(root)
-    return (root / POSES_FILE).is_file() and bool(_videos(root, strict=False))
+    return present(root / POSES_FILE) and bool(_videos(root, strict=False))
 
 
 def load(root: Path, *, frame_range=None) -> SceneData:
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: expected an N3V scene folder (poses_bounds.npy + cam00.mp4 ...)")
+    require_folder(root, "an N3V scene folder (poses_bounds.npy + cam00.mp4 ...)")
     poses_path = root / POSES_FILE
     arr = _read_poses_bounds(poses_path)
     videos = _videos(root, strict=True)
@@ -146,7 +148,10 @@ def load(root: Path, *, frame_range=None) -> SceneData:
         viewmat = torch.from_numpy(llff_to_viewmat(poses[row, :, :4], where=f"{poses_path}: row {row}")).float()
         sizes[f"cam{number:02d}"] = (W, H)
         for i, vidx in enumerate(sel):
-            cam = Camera(K=K, viewmat=viewmat, width=W, height=H, time=normalised_time(i, n), camera_id=number)
+            try:
+                cam = Camera(K=K, viewmat=viewmat, width=W, height=H, time=normalised_time(i, n), camera_id=number)
+            except InputError as exc:  # e.g. a focal beyond float32 (Inf once converted)
+                raise DatasetError(f"{poses_path}: row {row} (cam{number:02d}): {exc}") from None
             frames.append(Frame(camera=cam, frame=i, key=f"cam{number:02d}/{vidx:06d}"))
 
     if notes:
@@ -181,6 +186,7 @@ def load(root: Path, *, frame_range=None) -> SceneData:
         frames=frames,
         test_camera_ids={TEST_CAMERA},
         read_image=reader,
+        sources=(poses_path, *(p for _, p in videos), *(root / name for name in POINT_FILES)),
         num_frames=n,
         points=points,
         default_downscale=DEFAULT_DOWNSCALE,
@@ -191,12 +197,11 @@ def load(root: Path, *, frame_range=None) -> SceneData:
 
 # ------------------------------------------------------------------------------- poses
 def _read_poses_bounds(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing (N3V needs {POSES_FILE}, the LLFF [n_cams, 17] poses and bounds)")
+    require_file(path, f"{POSES_FILE}, the LLFF [n_cams, 17] poses and bounds (N3V needs it)")
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a dataset error
-        raise DatasetError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: not a readable .npy array ({read_problem(exc, path)})") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
         shape = getattr(arr, "shape", None)
         raise DatasetError(f"{path}: expected an [N, 17] array (LLFF poses_bounds), got shape {shape}")
@@ -231,10 +236,13 @@ def llff_to_viewmat(pose: np.ndarray, *, where: str = "pose") -> np.ndarray:
 # ------------------------------------------------------------------------------- videos
 def _videos(root: Path, *, strict: bool) -> list[tuple[int, Path]]:
     found: dict[int, Path] = {}
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return []
+    if strict:
+        entries = list_folder(root)
+    else:
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            return []
     for entry in entries:
         m = _VIDEO_RE.match(entry.name)
         if not m:
@@ -262,8 +270,7 @@ _FRAME_RE = re.compile(r"frame=\s*(\d+)")
 def probe_video(path: Path) -> VideoInfo:
     """Frame count, size and frame rate of the first video stream, from one ``ffmpeg -c copy``
     pass (no decoding). Raises a DatasetError for a missing, truncated or corrupt file."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing video")
+    require_file(path, "a camNN.mp4 video")  # (ffmpeg would only say it cannot open it)
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info",
         "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-",
@@ -402,7 +409,7 @@ def find_points(root: Path, names: tuple[str, ...] = POINT_FILES) -> tuple[Point
     ``meta`` (empty when none exists). An empty file gives ``None`` (Scene's fallback)."""
     for name in names:
         path = root / name
-        if path.is_file():
+        if optional_file(path):
             pc = read_points(path)
             if pc is None:
                 return None, f"{path} has no points; using the fallback"
@@ -425,7 +432,7 @@ def read_points(path: Path) -> PointCloud | None:
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise DatasetError(f"{path}: unreadable point file ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: unreadable point file ({read_problem(exc, path)})") from None
     if xyz.shape[0] == 0:
         return None
     if not (np.isfinite(xyz).all() and np.isfinite(rgb).all()):

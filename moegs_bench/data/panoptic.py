@@ -44,6 +44,7 @@ import torch
 from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.io import umask
+from moegs_bench.data.files import file_problem, optional_file, present, read_problem, require_file
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -52,7 +53,7 @@ _META_KEYS = ("w", "h", "k", "w2c", "fn", "cam_id")
 
 def detect(root: Path) -> bool:
     root = Path(root)
-    return (root / "train_meta.json").is_file() or (root / "test_meta.json").is_file()
+    return present(root / "train_meta.json") or present(root / "test_meta.json")
 
 
 def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
@@ -86,8 +87,10 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
                         f"{path}: unsupported image type {Path(fn).suffix!r} (named in {meta.path.name}); "
                         f"expected one of {', '.join(IMAGE_SUFFIXES)}"
                     )
-                if not path.is_file():
-                    raise DatasetError(f"{path}: image missing (named in {meta.path.name}, timestep {t})")
+                problem = file_problem(path)
+                if problem is not None:
+                    what = "image missing" if problem == "missing" else problem
+                    raise DatasetError(f"{path}: {what} (named in {meta.path.name}, timestep {t})")
                 key = f"cam{cam_id:02d}/{t:06d}"
                 frames.append(Frame(camera=meta.camera(t, c, time), frame=i, key=key))
                 paths[key] = path
@@ -96,7 +99,11 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
         path = paths.get(frame.key)
         if path is None:
             raise DatasetError(f"{root}: no image for frame {frame.key!r}")
-        return _read_rgb(path)
+        img = _read_rgb(path)  # [H, W, 3] uint8
+        if img.shape[:2] != (frame.camera.height, frame.camera.width):
+            raise DatasetError(f"{path}: {img.shape[1]}x{img.shape[0]} pixels, but the metadata says "
+                               f"w={frame.camera.width}, h={frame.camera.height}")
+        return img
 
     points, point_note = _read_points(root / "init_pt_cld.npz")
     return SceneData(
@@ -105,6 +112,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
         frames=frames,
         test_camera_ids=set(test.cam_ids),
         read_image=read_image,
+        sources=(train.path, test.path, root / "scene.json", root / "init_pt_cld.npz", *paths.values()),
         num_frames=len(selected),
         points=points,
         background=settings.get("background", (0.0, 0.0, 0.0)),
@@ -175,7 +183,9 @@ class _Meta:
 
     @classmethod
     def read(cls, path: Path) -> _Meta:
-        md = read_json(path, f"Dynamic 3D Gaussians metadata ({', '.join(_META_KEYS)} per timestep)")
+        expected = f"Dynamic 3D Gaussians metadata ({', '.join(_META_KEYS)} per timestep)"
+        require_file(path, expected)  # a loop or a folder without permission, named as such
+        md = read_json(path, expected)
         if not isinstance(md, dict):
             raise DatasetError(f"{path}: expected a JSON object with keys {', '.join(_META_KEYS)}")
         missing = [k for k in _META_KEYS if k not in md]
@@ -217,7 +227,7 @@ def _positive_int(value: object, where: str) -> int:
 
 def _read_scene_json(path: Path) -> dict:
     """Our extension: ``{"name": str, "background": [r, g, b] in [0, 1]}``, both optional."""
-    if not path.is_file():
+    if not optional_file(path):
         return {}
     data = read_json(path, "scene.json")
     if not isinstance(data, dict):
@@ -241,7 +251,7 @@ def _background(value: object, where: str, error: type[InputError] = DatasetErro
 
 
 def _read_points(path: Path) -> tuple[PointCloud | None, str]:
-    if not path.is_file():
+    if not optional_file(path):
         return None, "none in the dataset (random fallback)"
     try:
         with np.load(path) as z:
@@ -251,7 +261,7 @@ def _read_points(path: Path) -> tuple[PointCloud | None, str]:
     except DatasetError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DatasetError(f"{path}: not a readable .npz file ({e})") from None
+        raise DatasetError(f"{path}: not a readable .npz file ({read_problem(e, path)})") from None
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] < 6 or not np.issubdtype(data.dtype, np.number):
         raise DatasetError(f"{path}: data must be [P, 7] numbers (x, y, z, r, g, b, seg), got shape {list(data.shape)}")
     data = data.astype(np.float64)
@@ -279,7 +289,7 @@ def _read_rgb(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetError(f"{path}: image missing") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from None
+        raise DatasetError(f"{path}: not a readable image ({read_problem(e, path)})") from None
 
 
 # ------------------------------------------------------------------------------ writing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,10 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from moegs_bench.errors import InputError
-from moegs_bench.errors import UserInputError
-from moegs_bench.cameras import Camera
-from moegs_bench.io import atomic_write
+from moegs_bench.cameras import Camera, downscale_problem
+from moegs_bench.data.state import DatasetState, dataset_state
+from moegs_bench.errors import InputError, UserInputError
+from moegs_bench.io import atomic_write, remove_stale_temps
+
+#: A temporary file in the image cache untouched this long was left by a killed process.
+STALE_TEMP_SECONDS = 3600.0
 
 
 class DatasetError(UserInputError):
@@ -62,6 +66,10 @@ class SceneData:
     default_downscale: int = 1
     name: str = ""
     meta: dict = field(default_factory=dict)  # format-specific facts for `data info`
+    #: the files the scene is read from (metadata, images or videos, optional files whether present
+    #: or not); their sizes and times are the dataset's state (:mod:`moegs_bench.data.state`).
+    #: Empty: every file under ``root``.
+    sources: Sequence[Path] = ()
 
 
 @dataclass
@@ -77,6 +85,9 @@ class Scene:
             raise InputError(f"downscale: expected an int >= 1, got {self.downscale!r}")
         if not self.data.frames:
             raise DatasetError(f"{self.data.root}: the dataset has no frames")
+        problem = downscale_problem((f.camera for f in self.data.frames), self.downscale)
+        if problem is not None:
+            raise InputError(f"downscale: {problem}")
         self._full = {f.key: f for f in self.data.frames}
         if len(self._full) != len(self.data.frames):
             raise DatasetError(f"{self.data.root}: two frames share an image key")
@@ -86,6 +97,8 @@ class Scene:
         self.test: list[Frame] = [f for f in scaled if f.camera.camera_id in test_ids]
         self.points = self.data.points or _fallback_points(self.data.frames)
         self.bounds = _bounds(self.points.xyz)
+        self._state: DatasetState | None = None
+        self._cache_checked = False
 
     # ---------------------------------------------------------------- description
     @property
@@ -109,16 +122,36 @@ class Scene:
         return sorted({f.camera.camera_id for f in self.data.frames})
 
     @property
+    def state(self) -> DatasetState:
+        """The state of the source files (read once, when first asked: at load time for a CLI run)."""
+        if self._state is None:
+            self._state = dataset_state(self.data.root, self.data.sources)
+        return self._state
+
+    @property
     def resolution(self) -> tuple[int, int]:  # (width, height) after downscaling
         cam = (self.train or self.test)[0].camera
         return cam.width, cam.height
 
     # ---------------------------------------------------------------- images
     def image(self, frame: Frame) -> Tensor:
-        """``[H, W, 3]`` float32 in [0, 1] at this scene's resolution (decoded once, then cached)."""
+        """``[H, W, 3]`` float32 in [0, 1] at this scene's resolution (decoded once, then cached
+        under the dataset's state: a replaced dataset is decoded again)."""
         path = self._cache_path(frame)
-        if path is not None and path.exists():
-            return torch.from_numpy(np.load(path)).float().div_(255.0)
+        if path is not None:
+            cached = _read_cached(path, (frame.camera.height, frame.camera.width, 3))
+            if cached is not None:
+                return torch.from_numpy(cached).float().div_(255.0)
+        img = _box_downscale(self.decode(frame), self.downscale)
+        if path is not None:
+            self._prepare_cache(path.parent.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda p: np.save(p, img))
+        return torch.from_numpy(img).float().div_(255.0)
+
+    def decode(self, frame: Frame) -> np.ndarray:
+        """The full-resolution ``[H, W, 3]`` uint8 image of ``frame`` (this scene's or its
+        full-resolution twin) from the dataset's files, checked against its camera's size; no cache."""
         full = self._full.get(frame.key)
         if full is None:
             raise InputError(f"frame {frame.key!r} is not part of scene {self.name}")
@@ -128,18 +161,35 @@ class Scene:
                 f"{self.data.root}: image {frame.key} is {img.shape[1]}x{img.shape[0]}, "
                 f"its camera says {full.camera.width}x{full.camera.height}"
             )
-        img = _box_downscale(img, self.downscale)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda p: np.save(p, img))
-        return torch.from_numpy(img).float().div_(255.0)
+        return img
 
     def _cache_path(self, frame: Frame) -> Path | None:
+        """``<cache>/<format>-<root tag>/<state>/x<downscale>/<key>.npy``."""
         if self.cache_dir is None:
             return None
-        tag = hashlib.sha1(str(self.data.root.resolve()).encode()).hexdigest()[:12]
         safe = frame.key.replace("/", "__")
-        return self.cache_dir / f"{self.format}-{tag}" / f"x{self.downscale}" / f"{safe}.npy"
+        return self._cache_root() / self.state.short / f"x{self.downscale}" / f"{safe}.npy"
+
+    def _cache_root(self) -> Path:
+        assert self.cache_dir is not None
+        tag = hashlib.sha1(str(self.data.root.resolve()).encode()).hexdigest()[:12]
+        return self.cache_dir / f"{self.format}-{tag}"
+
+    def _prepare_cache(self, state_dir: Path) -> None:
+        """Before the first image of a dataset state is cached: remove the images of the root's
+        other (older) states, which no run can use any more; before this scene's first write:
+        remove temporary files killed processes left there (untouched for an hour)."""
+        if not self._cache_checked:
+            self._cache_checked = True
+            if state_dir.is_dir():
+                remove_stale_temps(state_dir, older_than=STALE_TEMP_SECONDS)
+        if state_dir.is_dir():
+            return
+        root = state_dir.parent
+        if root.is_dir():
+            for other in root.iterdir():
+                if other.is_dir() and other != state_dir:
+                    shutil.rmtree(other, ignore_errors=True)  # (a reader of it decodes again)
 
     def _scaled(self, frame: Frame) -> Frame:
         if self.downscale == 1:
@@ -176,6 +226,18 @@ def read_json(path: Path, expected: str) -> object:
 def normalised_time(i: int, n: int) -> float:
     """Time of frame ``i`` of ``n``: ``i / n`` (as 4DGaussians' ``idx / 300``; README, "Datasets")."""
     return i / n
+
+
+def _read_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A cached image (uint8 of ``shape``), or None when absent or not a usable cache file (it is
+    then decoded again and rewritten)."""
+    try:
+        img = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if img.dtype != np.uint8 or img.shape != shape:
+        return None
+    return img
 
 
 def _to_uint8(img: np.ndarray, key: str) -> np.ndarray:

@@ -56,8 +56,12 @@ import torch
 from PIL import Image
 
 from moegs_bench.cameras import Camera
-from moegs_bench.data.n3v import find_points
+from moegs_bench.data.files import (
+    file_problem, list_folder, os_reason, present, read_problem, require_file, require_folder,
+)
+from moegs_bench.data.n3v import POINT_FILES, find_points
 from moegs_bench.data.scene import DatasetError, Frame, SceneData, normalised_time, select_frames
+from moegs_bench.errors import InputError
 
 FORMAT = "technicolor"
 CALIBRATION = "cameras_parameters.txt"
@@ -88,7 +92,7 @@ _IMAGE_RE = re.compile(r"^(?P<prefix>.+?)_(?P<undist>undist_)?(?P<frame>\d{5})_(
 # ------------------------------------------------------------------------------- detect / load
 def detect(root: Path) -> bool:
     root = Path(root)
-    if not (root / CALIBRATION).is_file():
+    if not present(root / CALIBRATION):
         return False
     try:
         return any(_IMAGE_RE.match(e.name) for e in os.scandir(root))
@@ -98,11 +102,9 @@ def detect(root: Path) -> bool:
 
 def load(root: Path, *, frame_range=None) -> SceneData:
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: expected a Technicolor scene folder (PNG frames + {CALIBRATION})")
+    require_folder(root, f"a Technicolor scene folder (PNG frames + {CALIBRATION})")
     calib_path = root / CALIBRATION
-    if not calib_path.is_file():
-        raise DatasetError(f"{calib_path}: missing (Technicolor needs the rig calibration {CALIBRATION})")
+    require_file(calib_path, f"the rig calibration {CALIBRATION} (Technicolor needs it)")
     rows, distorted = read_calibration(calib_path)
 
     prefix, files = _scan_images(root)  # files[cam][frame_number] = path
@@ -171,12 +173,12 @@ def load(root: Path, *, frame_range=None) -> SceneData:
                 )
         assert size is not None
         sizes.add(size)
-        K, viewmat = calibration_camera(row, where=f"{calib_path}: camera {cam:02d}")
+        where = f"{calib_path}: camera {cam:02d}"
+        K, viewmat = calibration_camera(row, where=where)
         for i, number in enumerate(numbers):
             key = f"cam{cam:02d}/{number:06d}"
-            camera = Camera(
-                K=K, viewmat=viewmat, width=size[0], height=size[1], time=normalised_time(i, n), camera_id=cam
-            )
+            camera = _camera(where, K=K, viewmat=viewmat, width=size[0], height=size[1], time=normalised_time(i, n),
+                             camera_id=cam)
             frames.append(Frame(camera=camera, frame=i, key=key))
             paths[key] = files[cam][number]
 
@@ -203,6 +205,7 @@ def load(root: Path, *, frame_range=None) -> SceneData:
         frames=frames,
         test_camera_ids={TEST_CAMERA},
         read_image=PngReader(paths),
+        sources=(calib_path, *paths.values(), *(root / name for name in POINT_FILES)),
         num_frames=n,
         points=points,
         default_downscale=DEFAULT_DOWNSCALE,
@@ -218,7 +221,7 @@ def read_calibration(path: Path) -> tuple[list[list[float]], bool]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise DatasetError(f"{path}: unreadable ({exc})") from None
+        raise DatasetError(f"{path}: unreadable ({os_reason(exc, path)})") from None
     rows: list[list[float]] = []
     distorted = False
     seen_first = False
@@ -282,11 +285,19 @@ def calibration_camera(row: list[float], *, where: str) -> tuple[torch.Tensor, t
     return torch.from_numpy(K).float(), torch.from_numpy(viewmat).float()
 
 
+def _camera(where: str, **fields) -> Camera:
+    """``Camera(**fields)``; a failed check (e.g. a value beyond float32, now Inf) names ``where``."""
+    try:
+        return Camera(**fields)
+    except InputError as exc:
+        raise DatasetError(f"{where}: {exc}") from None
+
+
 # ------------------------------------------------------------------------------- images
 def _scan_images(root: Path) -> tuple[str, dict[int, dict[int, Path]]]:
     files: dict[int, dict[int, Path]] = defaultdict(dict)
     prefixes: dict[tuple[str, bool], str] = {}
-    for entry in os.scandir(root):
+    for entry in list_folder(root):
         m = _IMAGE_RE.match(entry.name)
         if not m:
             continue
@@ -303,6 +314,9 @@ def _scan_images(root: Path) -> tuple[str, dict[int, dict[int, Path]]]:
 
 
 def _png_size(path: Path) -> tuple[int, int]:
+    problem = file_problem(path)
+    if problem is not None:
+        raise DatasetError(f"{path}: {problem}; expected a PNG image")
     try:
         with Image.open(path) as im:
             if im.format != "PNG":
@@ -311,7 +325,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL raises several types for unreadable files
-        raise DatasetError(f"{path}: unreadable PNG ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: unreadable PNG ({read_problem(exc, path)})") from None
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -324,7 +338,7 @@ def read_png(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except Exception as exc:  # noqa: BLE001
         raise DatasetError(
-            f"{path}: unreadable PNG ({type(exc).__name__}: {exc}); truncated files of the release can be "
+            f"{path}: unreadable PNG ({read_problem(exc, path)}); truncated files of the release can be "
             "repaired from the neighbouring frame (SpacetimeGaussians script/pre_technicolor.py, fixbroken)"
         ) from None
 

@@ -24,6 +24,7 @@ before the two trainers became one) are still read: they are translated to this 
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from moegs_bench.data.files import file_problem, os_reason
 from moegs_bench.errors import UserInputError
 from moegs_bench.io import atomic_write
 
@@ -84,7 +86,11 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
         "optimizer": ckpt.optimizer, "components": list(ckpt.states), **ckpt.states,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: torch.save(payload, p))
+    # serialised in memory, then written with plain file I/O: a full disk is the OSError it is
+    # (torch.save writing to a file reports it as a RuntimeError from its zip writer)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, lambda p: p.write_bytes(buffer.getbuffer()))
 
 
 def load_checkpoint(
@@ -96,8 +102,11 @@ def load_checkpoint(
     the caller expects (``expert`` / ``state_version`` are shorthands for identity entries of an
     expert checkpoint); any mismatch is a one-line :class:`CheckpointError`."""
     path = Path(path)
-    if not path.is_file():
+    problem = file_problem(path)
+    if problem == "missing":
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if problem is not None:
+        raise CheckpointError(f"{path}: not a readable checkpoint file ({problem})")
     payload = _read(path, map_location)
     ckpt = _parse(path, payload)
     if kind is not None and ckpt.kind != kind:
@@ -124,11 +133,18 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_why(e)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_why(e, path)})") from None
 
 
-def _why(e: BaseException) -> str:
+#: What the unpickler says about bytes that are not a pickle (a text or random file): a bare
+#: ``KeyError: 101`` or ``invalid load key``, nothing a user can act on.
+_NOT_A_PICKLE = (KeyError, IndexError, UnicodeDecodeError)
+
+
+def _why(e: BaseException, path: Path) -> str:
     """A whole-sentence reason for a failed ``torch.load`` (never torch's advice to load unsafely)."""
+    if isinstance(e, OSError) and e.errno is not None:  # permission denied, a loop, ...
+        return os_reason(e, path)
     text = str(e).strip()
     if "Weights only load failed" in text:
         found = re.search(r"GLOBAL ([\w.]*\w)", text, flags=re.IGNORECASE)
@@ -140,7 +156,10 @@ def _why(e: BaseException) -> str:
         return "the file is empty or truncated"
     if "zip archive" in text:
         return "the file is corrupt or truncated"
-    return f"{type(e).__name__}: {text.splitlines()[0]}"
+    if isinstance(e, _NOT_A_PICKLE) or "load key" in text or "weights_only" in text or "pickle" in text.lower():
+        return "not a file written by torch.save"
+    first = " ".join(text.splitlines()[0].replace(str(path), "the file").split())
+    return f"{type(e).__name__}: {first.rstrip('.:, ')}"
 
 
 def _parse(path: Path, payload: Any) -> Checkpoint:
@@ -153,7 +172,8 @@ def _parse(path: Path, payload: Any) -> Checkpoint:
                                   f"moegs-bench reads version {FORMAT_VERSION} (and version 1)")
         payload = _from_v1(path, _V1_FORMATS[fmt], payload)
     elif fmt != FORMAT:
-        raise CheckpointError(f"{path}: not a moegs-bench checkpoint (format {fmt!r})")
+        got = "it has no 'format' entry" if fmt is None else f"format {fmt!r}"
+        raise CheckpointError(f"{path}: not a moegs-bench checkpoint ({got}, expected {FORMAT!r})")
     elif payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')}, this "
                               f"moegs-bench reads version {FORMAT_VERSION} (and version 1)")

@@ -189,7 +189,7 @@ def run_training(
     total = elapsed + time.perf_counter() - t0
     if paths.final is not None:
         save(paths.final, spec.iterations, total, finished=True, with_optimizer=spec.final_optimizer)
-        _remove(paths.latest)
+        remove_periodic(paths.latest)
     return TrainingOutcome(total, start, already_finished=False)
 
 
@@ -225,7 +225,7 @@ def _restore(path: Path, spec: LoopSpec, load: Callable[[], object]) -> None:
                               f"({type(e).__name__}: {reason})") from None
 
 
-def _remove(latest: Path) -> None:
+def remove_periodic(latest: Path) -> None:
     """Remove the periodic checkpoint, and its folder when that is left empty."""
     latest.unlink(missing_ok=True)
     try:

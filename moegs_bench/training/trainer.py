@@ -14,6 +14,7 @@ checkpoint), ``results.json`` and ``renders/test/``.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,12 @@ from moegs_bench.data.scene import Frame, Scene
 from moegs_bench.metrics import LpipsMetric, photometric_loss, storage_mb
 from moegs_bench.render import render
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
-from moegs_bench.run_folder import RunFolderError, claim_folder, read_identity
+from moegs_bench.run_folder import EXPERT_RUN, RunFolderError, read_identity, working_in
 from moegs_bench.training.config import TrainConfig
 from moegs_bench.training.contracts import ExpertClass, TrainableConfig, TrainableExpert
 from moegs_bench.training.densify import Densifier
-from moegs_bench.training.engine import CheckpointPaths, LoopSpec, StepLoss, TrainingHooks, run_training
+from moegs_bench.training.engine import (CheckpointPaths, LoopSpec, StepLoss, TrainingHooks, remove_periodic,
+                                         run_training)
 from moegs_bench.training.evaluate import evaluate
 from moegs_bench.training.schedule import ParamGroup
 from moegs_bench.training.views import EpochPermutations
@@ -130,31 +132,44 @@ def expert_loop(expert_cls: ExpertClass, config: TrainableConfig, seed: int) -> 
 def train_expert(
     expert_cls: ExpertClass, scene: Scene, out_dir: Path, *, scene_spec: str, config: TrainableConfig,
     profile: str, seed: int = 0, resume: bool = False, force: bool = False, progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, wait: bool = False,
 ) -> TrainedExpert:
-    """Train (or resume, or reuse) one expert on ``scene`` into ``out_dir``; see the module doc."""
+    """Train (or resume, or reuse) one expert on ``scene`` into ``out_dir``; see the module doc.
+
+    The folder is locked while this runs (:func:`moegs_bench.run_folder.working_in`): another
+    process working there is refused, or waited for with ``wait`` (a shared cache entry). A
+    finished run in a folder this process cannot write (a colleague's, a read-only mount) is read
+    without the lock."""
     out_dir = Path(out_dir)
     expert_id = expert_cls.info.id
-    identity = {"expert": expert_id, "state_version": expert_cls.state_version, "profile": profile,
-                "config": config.to_dict(), "scene": scene_spec, "seed": seed}
-    _claim_folder(out_dir, identity, resume=resume, force=force)  # a periodic checkpoint needs resume
+    identity = {"kind": EXPERT_RUN, "expert": expert_id, "state_version": expert_cls.state_version,
+                "profile": profile, "config": config.to_dict(), "scene": scene_spec, "dataset": scene.state.digest,
+                "seed": seed}
     expert = _build(expert_cls, config, scene, seed)
-    outcome = run_training(
-        expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed), scene,
-        CheckpointPaths(latest=out_dir / LATEST_CKPT, final=out_dir / FINAL_CKPT), progress=progress, log=log)
-    if outcome.already_finished:
-        if (out_dir / RESULTS_FILE).is_file():
-            log(f"{out_dir}: finished run of {expert_id} found; reporting it (pass --force to retrain)")
-            return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
-        log(f"{out_dir}: {expert_id} finished training; evaluating it")
-    return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed)
+    spec, hooks = expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed)
+    paths = CheckpointPaths(latest=out_dir / LATEST_CKPT, final=out_dir / FINAL_CKPT)
+    finished = paths.final.is_file() and (out_dir / RESULTS_FILE).is_file()
+    if finished and not force and not os.access(out_dir, os.W_OK) and read_identity(out_dir) == identity:
+        run_training(spec, hooks, scene, paths, log=log)  # (loads the final checkpoint; writes nothing)
+        log(f"{out_dir}: finished run of {expert_id} found (read-only folder); reporting it")
+        return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
+    with working_in(out_dir, identity, what="expert run", owned=(RESULTS_FILE, FINAL_CKPT, "checkpoints", "renders"),
+                    force=force, wait=wait, on_wait=log,
+                    check=lambda: _check_resume(out_dir, identity, resume=resume, force=force)):
+        outcome = run_training(spec, hooks, scene, paths, progress=progress, log=log)
+        remove_periodic(paths.latest)  # (and an emptied checkpoints/ folder)
+        if outcome.already_finished:
+            if (out_dir / RESULTS_FILE).is_file():
+                log(f"{out_dir}: finished run of {expert_id} found; reporting it (pass --force to retrain)")
+                return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
+            log(f"{out_dir}: {expert_id} finished training; evaluating it")
+        return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed)
 
 
 def _finish(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
             profile: str, seed: int, train_seconds: float) -> TrainedExpert:
     record = _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
     write_record(out_dir / RESULTS_FILE, record)
-    (out_dir / LATEST_CKPT).unlink(missing_ok=True)
     return TrainedExpert(expert, record, out_dir, reused=False)
 
 
@@ -169,7 +184,8 @@ def _record(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Pat
         kind="expert", name=expert.info.id, scene=scene_spec, config={"profile": profile, **config.to_dict()},
         seed=seed, num_gaussians=expert.num_gaussians, storage_bytes=nbytes, storage_mb=storage_mb(nbytes),
         metrics=ev.metrics, timing=ev.timing(train_seconds), provenance=collect_provenance(expert.device),
-        extra={"method": expert.info.method, "paper": expert.info.paper, "repo": expert.info.repo},
+        extra={"method": expert.info.method, "paper": expert.info.paper, "repo": expert.info.repo,
+               "dataset": scene.state.to_dict()},
     )
 
 
@@ -178,11 +194,9 @@ def _build(expert_cls: ExpertClass, config: TrainableConfig, scene: Scene, seed:
     return expert_cls.from_scene(scene, config)
 
 
-def _claim_folder(out_dir: Path, identity: dict, *, resume: bool, force: bool) -> None:
-    """Make ``out_dir`` ours (see :func:`claim_folder`); an unfinished run continues only with ``resume``."""
+def _check_resume(out_dir: Path, identity: dict, *, resume: bool, force: bool) -> None:
+    """An unfinished run of the same identity continues only with ``resume`` (or restarts with ``force``)."""
     unfinished = (out_dir / LATEST_CKPT).is_file() and not (out_dir / FINAL_CKPT).is_file()
     if unfinished and not resume and not force and read_identity(out_dir) == identity:
         raise RunFolderError(f"{out_dir}: holds an unfinished run ({LATEST_CKPT}); pass --resume to continue "
                              "it or --force to start over")
-    claim_folder(out_dir, identity, what="expert run", owned=(RESULTS_FILE, FINAL_CKPT, LATEST_CKPT, "renders"),
-                 force=force)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -182,6 +183,7 @@ def ensure(scene: str, cache_dir: Path, **kw) -> Path:
     if final.is_dir():
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale(cache_dir, final.name)
     tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         generate(tmp, scene, **kw)
@@ -194,6 +196,22 @@ def ensure(scene: str, cache_dir: Path, **kw) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+#: A temporary scene folder untouched this long was left by a killed process (generating a scene
+#: of the suite takes seconds).
+STALE_SECONDS = 3600.0
+
+
+def _remove_stale(cache_dir: Path, name: str) -> None:
+    """Remove the temporary folders of ``name`` that killed processes left in ``cache_dir``."""
+    now = time.time()
+    for tmp in cache_dir.glob(f".{name}.tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 def contact_sheet(
