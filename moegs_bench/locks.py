@@ -4,8 +4,9 @@ A lock is an exclusive ``flock`` on the file ``<folder>/.lock``: the kernel rele
 process ends, however it ends (a crash or SIGKILL leaves no stale lock). On NFS, Linux carries
 ``flock`` as a whole-file POSIX lock through the lock manager (since kernel 2.6.12), so processes on
 different machines of a cluster exclude each other too (Lustre needs its ``flock`` mount option).
-The lock file stays (holding the pid of the last process that worked there); it is not part of
-any result. A process refused after taking the lock removes the file if it created it.
+The lock file stays, empty; it is not part of any result (a process refused after taking the
+lock removes the file if it created it). The holder named in a refusal is the kernel's record
+of the lock (``/proc/locks``).
 
 Two ways to take one: :func:`folder_lock` with ``wait=True`` (a shared expert cache entry: the
 second process waits for the first to finish the training, then reuses it) or ``wait=False`` (a
@@ -34,15 +35,9 @@ class FolderBusyError(UserInputError):
 class HeldLock:
     """The lock held inside :func:`folder_lock`."""
 
-    def __init__(self, fd: int, path: Path) -> None:
-        self._fd, self.path = fd, path
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.remove_on_release = False  # unlink the lock file before releasing (a refused start)
-
-    def announce(self) -> None:
-        """Write this process's pid into the lock file (named in the messages of the others).
-        Called once the work is accepted: a refused process leaves the file as it was."""
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
 
 @contextmanager
@@ -79,7 +74,7 @@ def folder_lock(folder: Path, *, wait: bool, what: str = "folder",
         if _same_file(fd, path):
             break
         os.close(fd)  # the holder removed the file while we waited: lock the current one
-    held = HeldLock(fd, path)
+    held = HeldLock(path)
     try:
         yield held
     finally:
@@ -99,9 +94,17 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def _holder(fd: int) -> str:
-    """`` (pid N)`` as written by the holder, or empty."""
+    """`` (pid N)``: the process holding the lock on ``fd``'s file, as the kernel lists it in
+    ``/proc/locks`` (Linux; empty where that is unavailable, e.g. a holder on another NFS client).
+    Nothing is written into the lock file: a refused or reporting process changes nothing."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        text = os.pread(fd, 32, 0).decode().strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {text})" if text.isdigit() else ""
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()  # 1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF
+                if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == device and parts[4].isdigit():
+                    return f" (pid {parts[4]})"
+    except OSError:
+        pass
+    return ""

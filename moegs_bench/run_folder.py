@@ -137,7 +137,6 @@ def working_in(out_dir: Path, identity: dict, *, what: str, owned: Sequence[str]
                 if check is not None:
                     check()
                 claim_folder(out_dir, identity, what=what, owned=owned, force=force)
-                lock.announce()
                 remove_stale_temps(out_dir)
                 yield
             except UserInputError:

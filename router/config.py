@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from moegs_bench.config import check_config, config_from_dict, config_to_dict, setting
+from moegs_bench.config import ConfigError, check_config, config_from_dict, config_to_dict, setting
 from moegs_bench.router.catalog import RENDER_MODES, ROUTER_VARIANTS
 
 
@@ -53,6 +53,33 @@ class RouterConfig:
         """Rebuild from :meth:`to_dict` output; a bad value or an unknown key is a
         :class:`~moegs_bench.config.ConfigError` naming it (under ``key``, e.g. ``router``)."""
         return config_from_dict(cls, data, key=key)
+
+
+#: Pruning criteria of ``moegs-bench prune`` (:mod:`moegs_bench.router.prune`): what ranks the
+#: Gaussians of each expert, lowest removed first.
+PRUNING_CRITERIA: tuple[str, ...] = ("gate", "opacity", "random")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """The settings of ``moegs-bench prune``: the criterion, how much to remove (exactly one of
+    ``ratio``, a fraction of each expert's Gaussians, and ``threshold``, a score below which a
+    Gaussian goes), the training views the gate importance averages over (``None``: all; N: N
+    evenly spaced ones) and the seed of the random criterion."""
+
+    criterion: str = setting("gate", choices=PRUNING_CRITERIA)
+    ratio: float | None = setting(None, gt=0, lt=1)
+    threshold: float | None = setting(None, ge=0)
+    views: int | None = setting(None, ge=1)
+    seed: int = setting(0, ge=0)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+        if (self.ratio is None) == (self.threshold is None):
+            raise ConfigError("ratio", "give exactly one of a ratio and a threshold")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
 
 
 #: ``paper``: the paper's N3V schedule. ``tiny``: a CPU budget with the same shape (the w rate

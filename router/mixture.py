@@ -68,15 +68,22 @@ class Mixture(nn.Module):
     def forward(self, camera: Camera, background: Tensor | None = None, *, mode: str | None = None) -> MixtureRender:
         """Render every expert and blend them at ``camera`` (at time ``camera.time``), with the
         render mode of the config (or ``mode``) and the temperature of :attr:`temperature`."""
+        multi = self.render_experts(camera, background, mode=mode)
+        gates = self.router.gates(multi.router_maps, camera, self.temperature)
+        return MixtureRender(multi.blend(gates, background), gates, multi)
+
+    def render_experts(self, camera: Camera, background: Tensor | None = None, *,
+                       mode: str | None = None) -> MultiRender:
+        """The K expert images and their splatted router maps ``[K, H, W, 3]`` at ``camera`` (what
+        the gates are computed from); gradients reach the router columns, and the experts' own
+        parameters unless they are frozen."""
         frozen = not any(p.requires_grad for e in self.experts for n, p in e.named_parameters()
                          if n.split(".")[-1] not in ROUTER_COLUMNS)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             states = [e.gaussians_at(camera) for e in self.experts]  # the router columns stay leaves
         vectors = [router_vectors(s.extras, camera.time) for s in states] if self.router.uses_gaussian_weights else None
-        multi = render_experts(states, camera, router=vectors, mode=mode or self.config.render_mode,
-                               background=background)
-        gates = self.router.gates(multi.router_maps, camera, self.temperature)
-        return MixtureRender(multi.blend(gates, background), gates, multi)
+        return render_experts(states, camera, router=vectors, mode=mode or self.config.render_mode,
+                              background=background)
 
     def router_parameters(self) -> dict[str, list[nn.Parameter]]:
         """``w`` (w and w_dir of every expert), ``w_time`` and ``phi`` parameters."""

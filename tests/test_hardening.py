@@ -221,8 +221,7 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from moegs_bench.locks import folder_lock
-with folder_lock(Path(sys.argv[1]), wait=False) as lock:
-    lock.announce()
+with folder_lock(Path(sys.argv[1]), wait=False):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from moegs_bench import __version__
 from moegs_bench.cli._common import ErrorContext, command_errors, handle_unexpected, print_error, user_errors
 from moegs_bench.router.catalog import RENDER_MODES, ROUTER_VARIANTS
+from moegs_bench.router.config import PRUNING_CRITERIA
 
 __all__ = ["app", "main"]
 
@@ -507,6 +508,68 @@ def run(
             retrain_experts=retrain_experts, plugins=plugins or [], cache=cache, progress=progress, downscale=downscale, frames=frames,
             settings=settings or [], given=_given(ctx), context=context,
         )
+
+
+PruneCriterion = Enum("PruneCriterion", {n: n for n in PRUNING_CRITERIA}, type=str)  # type: ignore[misc]
+
+
+@app.command("prune")
+def prune(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A finished [cyan]moegs-bench run[/cyan] folder (only read).",
+                             show_default=False),
+    ],
+    ratio: Annotated[
+        float | None, typer.Option("--ratio", "-r", show_default=False,
+                                   help="Remove this fraction of each expert's Gaussians, in (0, 1)."),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", show_default=False,
+                                   help="Remove every Gaussian scoring below this (instead of --ratio)."),
+    ] = None,
+    criterion: Annotated[
+        PruneCriterion, typer.Option("--criterion", "-c", case_sensitive=False,
+                                     help="[b]gate[/b]: the gate's sensitivity to the Gaussian's router vector "
+                                          "(Eq. 10); [b]opacity[/b], [b]random[/b]: baselines."),
+    ] = PruneCriterion("gate"),
+    views: Annotated[
+        int | None, typer.Option("--views", min=1, show_default=False,
+                                 help="Average the gate criterion over N evenly spaced training views (default: all)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random criterion.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", show_default=False,
+                                  help="Parent of the prune folder (default: RUN_DIR's parent)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", show_default=False,
+                                 help="Prune folder name (default: RUN_NAME_prune-CRITERION-RATIO)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo a finished prune in the same folder.")] = False,
+    plugins: _PluginOption = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Cache of the run's experts and decoded images "
+                                     "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Prune a finished mixture run: remove the least important Gaussians of every expert, evaluate.
+
+    Scores every Gaussian (default: how much its expert's gate responds to its router vector,
+    averaged over the training views), removes the lowest [cyan]--ratio[/cyan] of each expert (or
+    those below [cyan]--threshold[/cyan]) with their router columns, and evaluates the pruned mixture
+    as [cyan]run[/cyan] does. Writes a new folder (the run is never changed) with
+    [cyan]results/mixture.json[/cyan], [cyan]renders/test/[/cyan], [cyan]gates/[/cyan] and the pruned
+    checkpoints; rerunning reports a finished prune.
+    """
+    from moegs_bench.cli._prune import run_prune
+
+    context = ErrorContext(cache=cache)
+    with command_errors(context):
+        run_prune(run_dir=run_dir, criterion=criterion.value, ratio=ratio, threshold=threshold, views=views,
+                  seed=seed, out=out, name=name, force=force, plugins=plugins or [], cache=cache, progress=progress,
+                  context=context)
 
 
 def _given(ctx: typer.Context) -> set[str]:

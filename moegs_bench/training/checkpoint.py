@@ -8,7 +8,7 @@ strings, lists, dicts), never Python objects, so loading a crafted file cannot r
 Layout (``format_version`` 2)::
 
     {"format": "moegs-bench/checkpoint", "format_version": 2,
-     "kind": "expert" | "router" | "distill",
+     "kind": "expert" | "router" | "distill" | "prune" (a prune's importance scores),
      "identity": what the state belongs to, checked on load
                  (expert: {"expert": "4dgs", "state_version": 1}; router: {"experts": [...]}),
      "config": the training configuration (plain data, checked on load),
@@ -40,7 +40,7 @@ from moegs_bench.io import atomic_write
 
 FORMAT = "moegs-bench/checkpoint"
 FORMAT_VERSION = 2
-KINDS = ("expert", "router", "distill")
+KINDS = ("expert", "router", "distill", "prune")
 #: Top-level keys of the layout; a component may not take one of these names.
 HEADER = ("format", "format_version", "kind", "identity", "config", "step", "finished", "elapsed", "optimizer",
           "components")

@@ -1,0 +1,58 @@
+"""``moegs-bench prune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_folder_name, check_writable
+
+#: The settings of ``prune`` by flag (README, "Pruning"): errors about a key name the flag.
+PRUNE_FLAGS = {"criterion": "--criterion", "ratio": "--ratio", "threshold": "--threshold", "views": "--views",
+               "seed": "--seed"}
+
+
+def run_prune(*, run_dir: Path, criterion: str, ratio: float | None, threshold: float | None, views: int | None,
+              seed: int, out: Path | None, name: str | None, force: bool, plugins: list[str], cache: Path | None,
+              progress: bool, context: ErrorContext | None = None) -> None:
+    from rich.console import Console
+
+    from moegs_bench.adapters.registry import Registry
+    from moegs_bench.app.prune import default_prune_name, prune_run
+    from moegs_bench.errors import computed_values
+    from moegs_bench.router.config import PruneConfig
+
+    context = context if context is not None else ErrorContext(cache=cache)
+    context.flags.update(PRUNE_FLAGS)
+    config = PruneConfig(criterion=criterion, ratio=ratio, threshold=threshold, views=views, seed=seed)
+    if name is not None:
+        check_folder_name("--name", name)
+    parent = out if out is not None else Path(run_dir).resolve().parent
+    check_writable("--out", parent)
+    check_cache_writable(cache)
+    folder = parent / (name or default_prune_name(run_dir, config))
+    context.run_folder = folder
+    console = Console()
+    console.print(f"[b]prune[/b] {run_dir} by {config.criterion}, "
+                  + (f"{config.ratio:.0%} of each expert's Gaussians" if config.ratio is not None
+                     else f"every Gaussian scoring below {config.threshold:g}") + f"; into {folder}")
+    with computed_values("moegs-bench prune"):
+        result = prune_run(run_dir, folder, config, registry=Registry.discover(plugins), cache_dir=cache, force=force,
+                           progress=progress, log=console.print)
+    print_prune_summary(console, result)
+
+
+def print_prune_summary(console, result) -> None:
+    from rich.table import Table
+
+    src, new = result.source, result.pruned
+    table = Table(title=f"{new.name} on {new.scene}", title_justify="left")
+    for col in ("model", "PSNR", "SSIM", "FPS", "Gaussians", "MB"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, r in (("source (as recorded)", src), ("pruned", new)):
+        table.add_row(label, f"{r.metrics.psnr:.2f}", f"{r.metrics.ssim:.4f}", f"{r.timing.render_fps:.1f}",
+                      f"{r.num_gaussians:,}", f"{r.storage_mb:.2f}")
+    console.print(table)
+    console.print(f"pruned - source: {new.metrics.psnr - src.metrics.psnr:+.2f} dB PSNR, storage "
+                  f"{new.storage_bytes / src.storage_bytes:.0%} of the source's; FPS are measured at different "
+                  f"times (benchmarks/pruning.py compares them side by side)")
+    console.print(f"results: {result.out_dir / 'results' / 'mixture.json'}  gate maps: {result.out_dir / 'gates'}")
