@@ -68,6 +68,7 @@ def open_finished_run(folder: Path, *, registry: Registry, cache_dir: Path | Non
     train_router(mixture, opened.scene, folder / ROUTER_LATEST, final=folder / ROUTER_FINAL, seed=config.seed,
                  progress=progress, log=lambda _: None)  # (loads the final router; trains nothing)
     mixture.eval()
+    mixture.freeze_experts()  # (what is derived from the run differentiates the router columns at most)
     return FinishedRun(folder, identity, config, opened.scene, opened.scene_id, mixture, folders,
                        read_record(folder / MIXTURE_RECORD))
 
