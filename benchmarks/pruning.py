@@ -2,12 +2,15 @@
 
     python benchmarks/pruning.py runs/synthetic-kitchen_4dgs+e-d3dgs
     python benchmarks/pruning.py RUN_DIR --ratios 0.5,0.75 --criteria gate,opacity --views 60
+    python benchmarks/pruning.py RUN_DIR --finetune-steps 100   # each pruned copy's router trained on
     python benchmarks/pruning.py RUN_DIR --quick        # one ratio, 2 scoring views, 1 repeat (CI smoke)
 
 For every criterion (``gate``: the gate's sensitivity to each Gaussian's router vector, Eq. 10 of
 MoE-GS; ``opacity`` and ``random`` baselines) the scores are computed once on the trained mixture,
 then each ratio removes that fraction of every expert's Gaussians from a fresh copy and the copy
-is evaluated on the test views (PSNR, SSIM) with its storage (experts + router columns).
+is evaluated on the test views (PSNR, SSIM) with its storage (experts + router columns). With
+``--finetune-steps N`` every pruned copy's router then trains N steps (as ``prune
+--finetune-steps`` does: the same steps for every criterion).
 
 Render time: the median over ``--repeats`` passes over the test cameras after one warm-up pass;
 within each pass the unpruned mixture and every pruned copy render one after another
@@ -23,6 +26,7 @@ import copy
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.finished import open_finished_run
 from moegs_bench.metrics import psnr, ssim, storage_mb
 from moegs_bench.router.prune import CRITERIA, apply_pruning, importance, removal_masks
+from moegs_bench.router.train import continued, train_router
 
 
 def storage(mixture) -> int:
@@ -90,6 +95,14 @@ def breakdown(mixture, scene, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in parts.items()}
 
 
+def finetune(mixture, scene, config, steps: int, seed: int) -> None:
+    """``steps`` router steps on a pruned copy at the rates its schedule ended with (as ``prune``)."""
+    mixture.config = continued(config, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_router(mixture, scene, Path(tmp) / "latest.pt", seed=seed, progress=False, log=lambda _: None)
+    mixture.freeze_experts()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path, help="a finished moegs-bench run folder")
@@ -99,6 +112,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--finetune-steps", type=int, default=0, help="router steps after each cut (default 0)")
     ap.add_argument("--quick", action="store_true", help="ratio 0.5, 2 scoring views, 1 repeat")
     args = ap.parse_args()
     ratios = [0.5] if args.quick else [float(r) for r in args.ratios.split(",")]
@@ -124,17 +138,19 @@ def main() -> None:
         for ratio in ratios:
             pruned = copy.deepcopy(mixture)
             apply_pruning(pruned, removal_masks(scores, ratio=ratio))
+            if args.finetune_steps:
+                finetune(pruned, scene, run.config.router, args.finetune_steps, args.seed)
             pruned.eval()
-            name = f"{criterion} {ratio:g}"
+            name = f"{criterion} {ratio:g}" + (f" +{args.finetune_steps}" if args.finetune_steps else "")
             models[name] = pruned
             results[name] = (sum(e.num_gaussians for e in pruned.experts), storage(pruned), *quality(pruned, scene))
     ms = frame_times(models, scene, repeats)
 
     base_n, base_bytes, base_psnr, _ = results["unpruned"]
-    print(f"{'model':<16} {'Gaussians':>9} {'MB':>6} {'storage':>8} {'PSNR':>7} {'dPSNR':>7} {'SSIM':>7} "
+    print(f"{'model':<20} {'Gaussians':>9} {'MB':>6} {'storage':>8} {'PSNR':>7} {'dPSNR':>7} {'SSIM':>7} "
           f"{'ms/frame':>9} {'speed-up':>8}")
     for name, (n, nbytes, p, s) in results.items():
-        print(f"{name:<16} {n:>9d} {storage_mb(nbytes):>6.2f} {nbytes / base_bytes:>8.2f} {p:>7.2f} "
+        print(f"{name:<20} {n:>9d} {storage_mb(nbytes):>6.2f} {nbytes / base_bytes:>8.2f} {p:>7.2f} "
               f"{p - base_psnr:>+7.2f} {s:>7.4f} {ms[name]:>9.1f} {ms['unpruned'] / ms[name]:>8.2f}")
     parts = breakdown(mixture, scene, repeats)
     print("# unpruned frame time (ms, median): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())

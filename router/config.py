@@ -65,13 +65,15 @@ class PruneConfig:
     """The settings of ``moegs-bench prune``: the criterion, how much to remove (exactly one of
     ``ratio``, a fraction of each expert's Gaussians, and ``threshold``, a score below which a
     Gaussian goes), the training views the gate importance averages over (``None``: all; N: N
-    evenly spaced ones) and the seed of the random criterion."""
+    evenly spaced ones), the seed of the random criterion and the router training steps after
+    the cut (0: none)."""
 
     criterion: str = setting("gate", choices=PRUNING_CRITERIA)
     ratio: float | None = setting(None, gt=0, lt=1)
     threshold: float | None = setting(None, ge=0)
     views: int | None = setting(None, ge=1)
     seed: int = setting(0, ge=0)
+    finetune_steps: int = setting(0, ge=0)  # router steps after the cut (experts too if the run fine-tuned them)
 
     def __post_init__(self) -> None:
         check_config(self)

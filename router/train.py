@@ -9,6 +9,7 @@ step s drawn from a generator seeded by (seed, s), periodic atomic checkpoints o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from torch import Tensor
 
 from moegs_bench.data.scene import Frame, Scene
 from moegs_bench.metrics import photometric_loss
+from moegs_bench.router.config import RouterConfig
 from moegs_bench.router.mixture import Mixture
 from moegs_bench.training.engine import CheckpointPaths, LoopSpec, StepLoss, TrainingHooks, run_training
 from moegs_bench.training.schedule import ParamGroup
 from moegs_bench.training.views import OneViewPerStep, view_at
 
-__all__ = ["RouterHooks", "param_groups", "router_loop", "train_router", "view_at"]
+__all__ = ["RouterHooks", "continued", "param_groups", "router_loop", "train_router", "view_at"]
 
 
 def param_groups(mixture: Mixture) -> list[ParamGroup]:
@@ -73,6 +75,15 @@ class RouterHooks(TrainingHooks):
 
     def load_state_dict(self, states: dict[str, Any]) -> None:
         self.mixture.load_router_state(states["router"])
+
+
+def continued(config: RouterConfig, steps: int) -> RouterConfig:
+    """``config`` for ``steps`` more steps of a finished training (e.g. after pruning): every
+    rate stays where the schedule of ``config.iterations`` steps ended (w and w_dir: their decayed
+    rate), nothing decays further."""
+    end = ParamGroup("w", [], config.lr_w, lr_final=config.lr_w_final, max_steps=config.lr_decay_steps)
+    return replace(config, iterations=steps, lr_w=end.lr_at(config.iterations), lr_decay_steps=0,
+                   checkpoint_every=min(config.checkpoint_every, steps))
 
 
 def router_loop(mixture: Mixture, seed: int) -> LoopSpec:

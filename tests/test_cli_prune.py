@@ -25,7 +25,7 @@ def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("prune")
     scene = base / "kitchen"
     generate(scene, "kitchen", frames=6, **SMALL)
-    proc = cli("run", "--experts", "static,stg", "--expert-iterations", "30", "--router-iterations", "10",
+    proc = cli("run", "--experts", "static,stg", "--expert-iterations", "10", "--router-iterations", "5",
                "--scene", str(scene), "--out", str(base / "runs"), "--name", "mix", "--cache", str(base / "cache"),
                "--no-progress", timeout=900)
     assert proc.returncode == 0, proc.stderr
@@ -68,11 +68,18 @@ def test_each_criterion_removes_the_same_number(finished, tmp_path):
     kept = {}
     for criterion in ("opacity", "random"):
         proc = cli("prune", str(run), "--ratio", "0.25", "--criterion", criterion, "--out", str(tmp_path), "--cache",
-                   str(cache), "--no-progress")
+                   str(cache), "--no-progress", *(("--finetune-steps", "3") if criterion == "random" else ()))
         assert proc.returncode == 0, proc.stderr
         record = json.loads((tmp_path / f"mix_prune-{criterion}-0.25" / "results" / "mixture.json").read_text())
         kept[criterion] = record["extra"]["gaussians_after"]
     assert kept["opacity"] == kept["random"]
+    # the fine-tuned router continued for 3 steps at the rate the run's schedule ended with
+    source = json.loads((run / "run.json").read_text())["router"]
+    router = load_checkpoint(tmp_path / "mix_prune-random-0.25" / "router" / "mixture.pt")
+    assert router.finished and router.step == 3 and router.config["iterations"] == 3
+    end = source["lr_w"] * (source["lr_w_final"] / source["lr_w"]) ** (source["iterations"] / source["lr_decay_steps"])
+    assert router.config["lr_w"] == pytest.approx(end, rel=1e-12) and router.config["lr_decay_steps"] == 0
+    assert not (tmp_path / "mix_prune-random-0.25" / "router" / "latest.pt").exists()
 
 
 @pytest.mark.parametrize("args,needles", [

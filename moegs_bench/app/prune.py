@@ -26,7 +26,7 @@ import torch
 
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.finished import FinishedRun, open_finished_run
-from moegs_bench.app.run import MIXTURE_RECORD, ROUTER_FINAL, write_gate_maps
+from moegs_bench.app.run import MIXTURE_RECORD, ROUTER_FINAL, ROUTER_LATEST, write_gate_maps
 from moegs_bench.config import ConfigError
 from moegs_bench.metrics import LpipsMetric, storage_mb
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
@@ -73,7 +73,7 @@ def prune_run(source: Path, out_dir: Path, config: PruneConfig, *, registry: Reg
         t0 = time.perf_counter()
         scores = _scores(run, config, out_dir / IMPORTANCE_FILE, progress=progress, log=log)
         seconds = time.perf_counter() - t0
-        return _prune_and_evaluate(run, config, scores, out_dir, seconds, log=log)
+        return _prune_and_evaluate(run, config, scores, out_dir, seconds, progress=progress, log=log)
 
 
 def _scores(run: FinishedRun, config: PruneConfig, path: Path, *, progress: bool,
@@ -115,7 +115,7 @@ def _views(frames: list, views: int | None) -> list:
 
 
 def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torch.Tensor], out_dir: Path,
-                        score_seconds: float, *, log: Callable[[str], None]) -> PruneResult:
+                        score_seconds: float, *, progress: bool, log: Callable[[str], None]) -> PruneResult:
     from moegs_bench.router.prune import apply_pruning, removal_masks
 
     mixture = run.mixture
@@ -125,14 +125,16 @@ def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torc
     apply_pruning(mixture, masks)
     after = {e.info.id: e.num_gaussians for e in mixture.experts}
     log("pruned " + ", ".join(f"{k}: {before[k]:,} -> {after[k]:,}" for k in before))
+    finetune_seconds = _finetune(run, config, out_dir, progress=progress, log=log)
     for e in mixture.experts:
         save_checkpoint(out_dir / "experts" / f"{e.info.id}.pt", Checkpoint(
             kind="expert", identity={"expert": e.info.id, "state_version": e.state_version},
             config=e.config.to_dict(), step=e.config.train.iterations, finished=True, elapsed=0.0,
             states={"model": e.state_dict()}))
-    save_checkpoint(out_dir / ROUTER_FINAL, Checkpoint(
-        kind="router", identity={"experts": mixture.expert_ids}, config=mixture.config.to_dict(),
-        step=mixture.config.iterations, finished=True, elapsed=0.0, states={"router": mixture.router_state()}))
+    if not config.finetune_steps:  # (a fine-tuning wrote its own final router checkpoint)
+        save_checkpoint(out_dir / ROUTER_FINAL, Checkpoint(
+            kind="router", identity={"experts": mixture.expert_ids}, config=mixture.config.to_dict(),
+            step=mixture.config.iterations, finished=True, elapsed=0.0, states={"router": mixture.router_state()}))
 
     scene, bg = run.scene, run.scene.background
     log(f"evaluating the pruned mixture on {len(scene.test)} test views")
@@ -146,17 +148,36 @@ def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torc
                          "ssim": src.metrics.ssim, "num_gaussians": src.num_gaussians,
                          "storage_bytes": src.storage_bytes, "render_fps": src.timing.render_fps},
         "prune": config.to_dict(), "gaussians_before": before, "gaussians_after": after,
-        "prune_seconds": score_seconds, "render_mode": mixture.config.render_mode,
+        "prune_seconds": score_seconds, "finetune_seconds": finetune_seconds, "render_mode": mixture.config.render_mode,
         "test_temperature": mixture.config.test_temperature, "dataset": scene.state.to_dict(),
     }
     record = ResultRecord(
         kind="mixture", name=f"{src.name} pruned ({config.criterion})", scene=src.scene,
         config={**src.config, "prune": config.to_dict()}, seed=src.seed, num_gaussians=sum(after.values()),
         storage_bytes=nbytes, storage_mb=storage_mb(nbytes), metrics=ev.metrics,
-        timing=ev.timing(src.timing.train_seconds + score_seconds),
+        timing=ev.timing(src.timing.train_seconds + score_seconds + finetune_seconds),
         provenance=collect_provenance(mixture.experts[0].device), extra=extra)
     write_record(out_dir / MIXTURE_RECORD, record)
     return PruneResult(out_dir, src, record, reused=False)
+
+
+def _finetune(run: FinishedRun, config: PruneConfig, out_dir: Path, *, progress: bool,
+              log: Callable[[str], None]) -> float:
+    """``config.finetune_steps`` router steps on the pruned mixture through the training engine
+    (resumable: ``router/latest.pt``), at the rates the run's router schedule ended with; the
+    experts train too when the run fine-tuned them. Returns the seconds (0 without fine-tuning)."""
+    if not config.finetune_steps:
+        return 0.0
+    from moegs_bench.router.train import continued, train_router
+
+    mixture = run.mixture
+    mixture.config = continued(run.config.router, config.finetune_steps)
+    log(f"fine-tuning the pruned router for {config.finetune_steps} steps (w at lr {mixture.config.lr_w:.3g})")
+    seconds = train_router(mixture, run.scene, out_dir / ROUTER_LATEST, final=out_dir / ROUTER_FINAL, seed=config.seed,
+                           progress=progress, log=log)
+    mixture.eval()
+    mixture.freeze_experts()
+    return seconds
 
 
 def _check_removal(masks: list[torch.Tensor], ids: list[str], config: PruneConfig) -> None:

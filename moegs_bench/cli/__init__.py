@@ -537,6 +537,11 @@ def prune(
                                  help="Average the gate criterion over N evenly spaced training views (default: all)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random criterion.")] = 0,
+    finetune_steps: Annotated[
+        int, typer.Option("--finetune-steps", min=0,
+                          help="Router training steps after the cut, at the rates the run's schedule ended with "
+                               "(the experts too if the run fine-tuned them)."),
+    ] = 0,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", show_default=False,
                                   help="Parent of the prune folder (default: RUN_DIR's parent)."),
@@ -568,7 +573,7 @@ def prune(
     context = ErrorContext(cache=cache)
     with command_errors(context):
         run_prune(run_dir=run_dir, criterion=criterion.value, ratio=ratio, threshold=threshold, views=views,
-                  seed=seed, out=out, name=name, force=force, plugins=plugins or [], cache=cache, progress=progress,
+                  seed=seed, finetune_steps=finetune_steps, out=out, name=name, force=force, plugins=plugins or [], cache=cache, progress=progress,
                   context=context)
 
 

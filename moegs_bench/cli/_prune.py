@@ -8,11 +8,11 @@ from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_fo
 
 #: The settings of ``prune`` by flag (README, "Pruning"): errors about a key name the flag.
 PRUNE_FLAGS = {"criterion": "--criterion", "ratio": "--ratio", "threshold": "--threshold", "views": "--views",
-               "seed": "--seed"}
+               "seed": "--seed", "finetune_steps": "--finetune-steps"}
 
 
 def run_prune(*, run_dir: Path, criterion: str, ratio: float | None, threshold: float | None, views: int | None,
-              seed: int, out: Path | None, name: str | None, force: bool, plugins: list[str], cache: Path | None,
+              seed: int, finetune_steps: int = 0, out: Path | None, name: str | None, force: bool, plugins: list[str], cache: Path | None,
               progress: bool, context: ErrorContext | None = None) -> None:
     from rich.console import Console
 
@@ -23,7 +23,8 @@ def run_prune(*, run_dir: Path, criterion: str, ratio: float | None, threshold: 
 
     context = context if context is not None else ErrorContext(cache=cache)
     context.flags.update(PRUNE_FLAGS)
-    config = PruneConfig(criterion=criterion, ratio=ratio, threshold=threshold, views=views, seed=seed)
+    config = PruneConfig(criterion=criterion, ratio=ratio, threshold=threshold, views=views, seed=seed,
+                         finetune_steps=finetune_steps)
     if name is not None:
         check_folder_name("--name", name)
     parent = out if out is not None else Path(run_dir).resolve().parent
