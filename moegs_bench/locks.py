@@ -55,7 +55,7 @@ def folder_lock(folder: Path, *, wait: bool, what: str = "folder",
     told = False
     while True:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # (flock needs no write access)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
