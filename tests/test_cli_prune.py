@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from moegs_bench.data.synthetic import generate
 from moegs_bench.training.checkpoint import load_checkpoint
@@ -123,4 +122,3 @@ def test_pruning_benchmark_quick(finished):
     assert set(rows) == {"unpruned", "gate 0.5", "opacity 0.5", "random 0.5"}, out
     assert float(rows["unpruned"][-1]) == 1.0 and all(float(r[-1]) > 0 for r in rows.values())
     assert all(float(rows[k][4]) < 1.0 for k in rows if k != "unpruned")  # storage ratio below the source's
-    assert torch is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from moegs_bench.locks import FolderBusyError, folder_lock
 from moegs_bench.run_folder import RunFolderError
 from moegs_bench.training.checkpoint import load_checkpoint
 from oslimits import cli_command, mounts_unavailable, read_only, run_in_namespace, small_disk
-from test_cli import assert_one_line_error, cli
+from test_cli import ENTRY, assert_one_line_error, cli
 
 SMALL = {"width": 32, "height": 24, "train_cameras": 3}
 TRAIN = ("--expert", "stg", "--iterations", "2", "--no-progress")
@@ -55,7 +56,7 @@ def mixture_runs(scene, tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("mixture")
     cache = base / "cache"
     env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", _entry(), "run", *RUN, "--scene", str(scene), "--out",
+    procs = [subprocess.Popen([sys.executable, "-c", ENTRY, "run", *RUN, "--scene", str(scene), "--out",
                                str(base / "runs"), "--name", name, "--cache", str(cache)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for name in ("a", "b")]
@@ -63,12 +64,6 @@ def mixture_runs(scene, tmp_path_factory) -> tuple[Path, Path, Path]:
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, (out, err)
     return base / "runs" / "a", base / "runs" / "b", cache
-
-
-def _entry() -> str:
-    from test_cli import ENTRY
-
-    return ENTRY
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
@@ -376,10 +371,10 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(scene, tmp_path):
     command = cli_command("train-expert", "--expert", "stg", "--iterations", "50", "--set",
                           "experts.stg.train.checkpoint_every=1", "--no-progress", "--scene", str(scene), "--out",
                           str(out), "--cache", str(tmp_path / "c"))
-    check = (f"{shlex_quote(sys.executable)} -c 'import sys; from moegs_bench.training.checkpoint import "
+    check = (f"{shlex.quote(sys.executable)} -c 'import sys; from moegs_bench.training.checkpoint import "
              f"load_checkpoint; print(\"STEP\", load_checkpoint(sys.argv[1]).step)' "
-             f"{shlex_quote(str(out / 'checkpoints' / 'latest.pt'))}")
-    listing = f"find {shlex_quote(str(disk))} -name '.*' -type f"
+             f"{shlex.quote(str(out / 'checkpoints' / 'latest.pt'))}")
+    listing = f"find {shlex.quote(str(disk))} -name '.*' -type f"
     proc = run_in_namespace(small_disk(disk, "2m"), f"{command}; echo RC=$?; {check}; {listing}")
     assert "RC=1" in proc.stdout and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
@@ -387,9 +382,3 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(scene, tmp_path):
     step = int(proc.stdout.split("STEP ")[1].split()[0])
     assert step >= 1  # the last good checkpoint loads
     assert ".tmp" not in proc.stdout  # no temporary file left behind (only .lock)
-
-
-def shlex_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
