@@ -35,12 +35,8 @@ import torch
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.finished import open_finished_run
 from moegs_bench.metrics import psnr, ssim, storage_mb
-from moegs_bench.router.prune import CRITERIA, apply_pruning, importance, removal_masks
+from moegs_bench.router.prune import CRITERIA, apply_pruning, evenly_spaced, importance, removal_masks
 from moegs_bench.router.train import continued, train_router
-
-
-def storage(mixture) -> int:
-    return sum(e.storage_bytes() for e in mixture.experts) + mixture.storage_bytes()
 
 
 @torch.no_grad()
@@ -122,15 +118,14 @@ def main() -> None:
 
     run = open_finished_run(args.run_dir, registry=Registry.discover(), cache_dir=args.cache)
     mixture, scene = run.mixture, run.scene
-    train = list(scene.train)
-    frames = train if views is None or views >= len(train) else [
-        train[round(i * (len(train) - 1) / max(views - 1, 1))] for i in range(views)]
-    times = [i / scene.num_frames for i in range(scene.num_frames)]
+    frames = evenly_spaced(scene.train, views)
+    times = scene.frame_times
     print(f"# {run.record.name} on {run.scene_id}; {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads; gate scores over {len(frames)} training views")
 
     models = {"unpruned": mixture}
-    results = {"unpruned": (sum(e.num_gaussians for e in mixture.experts), storage(mixture), *quality(mixture, scene))}
+    results = {"unpruned": (sum(e.num_gaussians for e in mixture.experts), mixture.total_storage_bytes(),
+                            *quality(mixture, scene))}
     for criterion in criteria:
         t0 = time.perf_counter()
         scores = importance(mixture, criterion, frames, times, background=scene.background, seed=args.seed)
@@ -143,7 +138,8 @@ def main() -> None:
             pruned.eval()
             name = f"{criterion} {ratio:g}" + (f" +{args.finetune_steps}" if args.finetune_steps else "")
             models[name] = pruned
-            results[name] = (sum(e.num_gaussians for e in pruned.experts), storage(pruned), *quality(pruned, scene))
+            results[name] = (sum(e.num_gaussians for e in pruned.experts), pruned.total_storage_bytes(),
+                             *quality(pruned, scene))
     ms = frame_times(models, scene, repeats)
 
     base_n, base_bytes, base_psnr, _ = results["unpruned"]

@@ -98,8 +98,6 @@ def claim_folder(out_dir: Path, identity: dict, *, what: str, owned: Sequence[st
                     shutil.rmtree(path)
                 else:
                     path.unlink(missing_ok=True)
-    elif out_dir.exists() and not out_dir.is_dir():
-        raise RunFolderError(f"{out_dir}: is a file, not a folder; choose another --out")
     elif out_dir.exists() and _foreign(out_dir):
         raise RunFolderError(f"{out_dir}: exists and is not a moegs-bench {what} (no {RUN_FILE}); choose "
                              "another --out")

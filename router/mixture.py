@@ -65,6 +65,10 @@ class Mixture(nn.Module):
         n = sum(e.num_gaussians for e in self.experts)
         return 4 * len(ROUTER_COLUMNS) * n + sum(p.numel() * p.element_size() for p in self.router.parameters())
 
+    def total_storage_bytes(self) -> int:
+        """Bytes of the whole mixture: every expert's own (``storage_bytes``) plus the router's."""
+        return sum(e.storage_bytes() for e in self.experts) + self.storage_bytes()
+
     def forward(self, camera: Camera, background: Tensor | None = None, *, mode: str | None = None) -> MixtureRender:
         """Render every expert and blend them at ``camera`` (at time ``camera.time``), with the
         render mode of the config (or ``mode``) and the temperature of :attr:`temperature`."""

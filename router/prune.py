@@ -42,13 +42,22 @@ from torch import Tensor
 from moegs_bench.data.scene import Frame
 from moegs_bench.errors import InputError
 from moegs_bench.router.config import PRUNING_CRITERIA
+from moegs_bench.router.gate import ROUTER_COLUMNS
 from moegs_bench.router.mixture import Mixture
 
 #: Pruning criteria: what ranks the Gaussians of each expert (lowest score removed first).
 CRITERIA = PRUNING_CRITERIA
 
-__all__ = ["CRITERIA", "apply_pruning", "gate_importance", "importance", "opacity_importance", "random_importance",
-           "removal_masks"]
+__all__ = ["CRITERIA", "apply_pruning", "evenly_spaced", "gate_importance", "importance", "opacity_importance",
+           "random_importance", "removal_masks"]
+
+
+def evenly_spaced(frames: Sequence[Frame], count: int | None) -> list[Frame]:
+    """``count`` evenly spaced frames of ``frames``, first and last included (all of them when
+    ``count`` is None or not smaller): the views the gate importance averages over."""
+    if count is None or count >= len(frames):
+        return list(frames)
+    return [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(count)]
 
 
 def gate_importance(mixture: Mixture, frames: Sequence[Frame], background: Tensor | None = None,
@@ -60,7 +69,7 @@ def gate_importance(mixture: Mixture, frames: Sequence[Frame], background: Tenso
                          "router weights to differentiate; use the opacity or random criterion")
     if not frames:
         raise InputError("pruning criterion gate: no views to average over")
-    columns = [e.table["router_w"] for e in mixture.experts]
+    columns = [e.table[ROUTER_COLUMNS[0]] for e in mixture.experts]  # w: the map channel M_k(p)[0]
     totals = [torch.zeros(c.shape[0], dtype=torch.float64) for c in columns]
     was = [c.requires_grad for c in columns]
     try:

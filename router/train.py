@@ -33,7 +33,7 @@ def param_groups(mixture: Mixture) -> list[ParamGroup]:
     groups keep the rate each ended its own training with."""
     cfg, params = mixture.config, mixture.router_parameters()
     groups = [
-        ParamGroup("w", params["w"], cfg.lr_w, lr_final=cfg.lr_w_final, max_steps=cfg.lr_decay_steps),
+        _w_schedule(cfg, params["w"]),
         ParamGroup("w_time", params["w_time"], cfg.lr_w_time),
     ]
     if params["phi"]:
@@ -43,6 +43,11 @@ def param_groups(mixture: Mixture) -> list[ParamGroup]:
             steps = max(e.config.train.iterations, 1)
             groups += [ParamGroup(f"{e.info.id}.{g.name}", g.params, g.lr_at(steps)) for g in e.param_groups()]
     return groups
+
+
+def _w_schedule(config: RouterConfig, params: list) -> ParamGroup:
+    """w and w_dir: exponential decay from ``lr_w`` to ``lr_w_final`` over ``lr_decay_steps``."""
+    return ParamGroup("w", params, config.lr_w, lr_final=config.lr_w_final, max_steps=config.lr_decay_steps)
 
 
 class RouterHooks(TrainingHooks):
@@ -81,8 +86,8 @@ def continued(config: RouterConfig, steps: int) -> RouterConfig:
     """``config`` for ``steps`` more steps of a finished training (e.g. after pruning): every
     rate stays where the schedule of ``config.iterations`` steps ended (w and w_dir: their decayed
     rate), nothing decays further."""
-    end = ParamGroup("w", [], config.lr_w, lr_final=config.lr_w_final, max_steps=config.lr_decay_steps)
-    return replace(config, iterations=steps, lr_w=end.lr_at(config.iterations), lr_decay_steps=0,
+    end = _w_schedule(config, []).lr_at(config.iterations)
+    return replace(config, iterations=steps, lr_w=end, lr_decay_steps=0,
                    checkpoint_every=min(config.checkpoint_every, steps))
 
 

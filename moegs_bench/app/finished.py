@@ -16,7 +16,7 @@ from typing import Any
 from moegs_bench.adapters.base import Expert
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.config import RunConfig, open_configured_scene
-from moegs_bench.app.run import EXPERTS_FILE, MIXTURE_RECORD, ROUTER_FINAL, ROUTER_LATEST
+from moegs_bench.app.run import EXPERTS_FILE, MIXTURE_RECORD, ROUTER_FINAL, ROUTER_LATEST, check_expert_run
 from moegs_bench.data.scene import Scene
 from moegs_bench.results import ResultRecord, read_record
 from moegs_bench.run_folder import MIXTURE_RUN, RunFolderError, read_identity, run_kind
@@ -84,13 +84,11 @@ def _expert_folders(folder: Path, ids: list[str], where: str) -> dict[str, Path]
 
 def _load_expert(cls: type[Expert], scene: Scene, folder: Path, scene_id: str, where: str) -> Expert:
     """The finished training of ``cls`` in ``folder`` (read, never trained)."""
-    from moegs_bench.training.trainer import FINAL_CKPT, RESULTS_FILE, train_expert
+    from moegs_bench.training.trainer import train_expert
 
     eid = cls.info.id
-    ident = read_identity(folder) if folder.is_dir() else None
-    if ident is None or not (folder / FINAL_CKPT).is_file() or not (folder / RESULTS_FILE).is_file():
-        raise RunFolderError(f"{where}: the training of {eid} it used ({folder}) is gone or unfinished; rerun the "
-                             "run to train it again")
+    ident = check_expert_run(folder, eid, scene_id, scene.state,
+                             where=f"{where}: the training of {eid} it used ({folder})")
     config = cls.config_class.from_dict(ident["config"], key=f"experts.{eid}")
     return train_expert(cls, scene, folder, scene_spec=scene_id, config=config, profile=ident["profile"],
                         seed=ident["seed"], resume=True, progress=False, wait=True, log=lambda _: None).expert

@@ -81,7 +81,7 @@ def _scores(run: FinishedRun, config: PruneConfig, path: Path, *, progress: bool
     """The criterion's scores per expert: read from ``path`` (a resumed prune), else computed and saved."""
     from tqdm import tqdm
 
-    from moegs_bench.router.prune import importance
+    from moegs_bench.router.prune import evenly_spaced, importance
 
     ids = run.mixture.expert_ids
     if path.is_file():
@@ -91,8 +91,8 @@ def _scores(run: FinishedRun, config: PruneConfig, path: Path, *, progress: bool
             return [ckpt.states["scores"][eid] for eid in ids]
         except CheckpointError as e:
             log(f"{e}; computing the scores again")
-    frames = _views(run.scene.train, config.views)
-    times = [i / run.scene.num_frames for i in range(run.scene.num_frames)]
+    frames = evenly_spaced(run.scene.train, config.views)
+    times = run.scene.frame_times
     log(f"scoring {sum(e.num_gaussians for e in run.mixture.experts):,} Gaussians by {config.criterion}"
         + (f" over {len(frames)} training views" if config.criterion == "gate" else ""))
     bar = tqdm(total=len(frames), desc=f"importance ({config.criterion})", unit="view", dynamic_ncols=True,
@@ -105,13 +105,6 @@ def _scores(run: FinishedRun, config: PruneConfig, path: Path, *, progress: bool
     save_checkpoint(path, Checkpoint(kind="prune", identity={"experts": ids}, config=config.to_dict(), step=0,
                                      finished=True, elapsed=0.0, states={"scores": dict(zip(ids, scores))}))
     return scores
-
-
-def _views(frames: list, views: int | None) -> list:
-    """``views`` evenly spaced frames of ``frames`` (all when None or more than there are)."""
-    if views is None or views >= len(frames):
-        return list(frames)
-    return [frames[round(i * (len(frames) - 1) / max(views - 1, 1))] for i in range(views)]
 
 
 def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torch.Tensor], out_dir: Path,
@@ -142,7 +135,7 @@ def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torc
                   lpips=LpipsMetric())
     write_gate_maps(mixture, scene, out_dir / "gates")
     src = run.record
-    nbytes = sum(e.storage_bytes() for e in mixture.experts) + mixture.storage_bytes()
+    nbytes = mixture.total_storage_bytes()
     extra: dict[str, Any] = {
         "derived_from": {"folder": str(run.folder), "name": src.name, "psnr": src.metrics.psnr,
                          "ssim": src.metrics.ssim, "num_gaussians": src.num_gaussians,

@@ -133,26 +133,28 @@ def expert_cache_folder(cache_root: Path, scene_spec: str, expert_cls: type[Expe
     return cache_root / scene_slug(scene_spec) / f"{expert_cls.info.id}-{profile}-{digest}"
 
 
-def check_expert_run(folder: Path, expert_id: str, scene_spec: str, dataset: DatasetState) -> dict[str, Any]:
+def check_expert_run(folder: Path, expert_id: str, scene_spec: str, dataset: DatasetState, *,
+                     where: str | None = None) -> dict[str, Any]:
     """The ``run.json`` of a finished ``train-expert`` folder of ``expert_id`` on ``scene_spec`` in
-    the state ``dataset`` (an expert trained before the dataset's files changed is refused)."""
+    the state ``dataset`` (an expert trained before the dataset's files changed is refused); errors
+    start with ``where`` (default: the ``--expert-run`` option that named the folder)."""
     from moegs_bench.training.trainer import FINAL_CKPT, RESULTS_FILE
 
+    where = f"--expert-run {expert_id}={folder}" if where is None else where
     identity = read_identity(folder)
     if identity is None:
-        raise RunFolderError(f"--expert-run {expert_id}={folder}: not a train-expert run folder (no run.json)")
+        raise RunFolderError(f"{where}: not a train-expert run folder (no run.json)")
     if identity.get("expert") != expert_id:
-        raise RunFolderError(f"--expert-run {expert_id}={folder}: holds expert {identity.get('expert')!r}, "
-                             f"not {expert_id!r}")
+        raise RunFolderError(f"{where}: holds expert {identity.get('expert')!r}, not {expert_id!r}")
     if identity.get("scene") != scene_spec:
-        raise RunFolderError(f"--expert-run {expert_id}={folder}: trained on scene {identity.get('scene')!r}, "
-                             f"this run's scene is {scene_spec!r}")
+        raise RunFolderError(f"{where}: trained on scene {identity.get('scene')!r}, this run's scene is "
+                             f"{scene_spec!r}")
     if identity.get("dataset") != dataset.digest:
-        raise RunFolderError(f"--expert-run {expert_id}={folder}: trained on other files of {scene_spec} (the "
+        raise RunFolderError(f"{where}: trained on other files of {scene_spec} (the "
                              "dataset's files changed since, or the folder predates dataset states); retrain it "
                              "with train-expert --force")
     if not (folder / FINAL_CKPT).is_file() or not (folder / RESULTS_FILE).is_file():
-        raise RunFolderError(f"--expert-run {expert_id}={folder}: training is not finished (no {FINAL_CKPT} / "
+        raise RunFolderError(f"{where}: training is not finished (no {FINAL_CKPT} / "
                              f"{RESULTS_FILE}); finish it with train-expert --resume")
     return identity
 
@@ -301,7 +303,7 @@ def write_gate_video(mixture, scene: Scene, path: Path, fps: int = 10) -> int:
     from moegs_bench.reports.gate_maps import video_frame, write_video
 
     camera = scene.test[0].camera
-    times = [i / scene.num_frames for i in range(scene.num_frames)]  # t = frame index / frames
+    times = scene.frame_times
 
     def frames():
         for t in times:

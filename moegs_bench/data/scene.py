@@ -7,6 +7,7 @@ selection, downscaling and an on-disk cache of decoded images written atomically
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -122,6 +123,11 @@ class Scene:
         return sorted({f.camera.camera_id for f in self.data.frames})
 
     @property
+    def frame_times(self) -> list[float]:
+        """The normalised time of every frame of the sequence, ``i / num_frames``."""
+        return [normalised_time(i, self.num_frames) for i in range(self.num_frames)]
+
+    @property
     def state(self) -> DatasetState:
         """The state of the source files (read once, when first asked: at load time for a CLI run)."""
         if self._state is None:
@@ -168,8 +174,9 @@ class Scene:
         if self.cache_dir is None:
             return None
         safe = frame.key.replace("/", "__")
-        return self._cache_root() / self.state.short / f"x{self.downscale}" / f"{safe}.npy"
+        return self._cache_root / self.state.short / f"x{self.downscale}" / f"{safe}.npy"
 
+    @functools.cached_property
     def _cache_root(self) -> Path:
         assert self.cache_dir is not None
         tag = hashlib.sha1(str(self.data.root.resolve()).encode()).hexdigest()[:12]
