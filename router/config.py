@@ -84,6 +84,32 @@ class PruneConfig:
         return config_to_dict(self)
 
 
+@dataclass(frozen=True)
+class DistillConfig:
+    """The settings of ``moegs-bench distill`` (MoE-GS, arXiv 2510.19210, Eq. 11): the student (one
+    of the run's experts), ``lam`` (the weight of the ground-truth term where the student's gate is
+    high; the paper does not give it; ``None``: the fair baseline, the student's own training loss
+    on the ground truth alone), the extra training steps (``None``: half the student's own
+    schedule when it continues from its checkpoint, the whole schedule from scratch) and
+    ``from_scratch`` (the student starts from its initialisation instead of its trained
+    checkpoint)."""
+
+    student: str
+    lam: float | None = setting(0.5, ge=0, le=1)
+    steps: int | None = setting(None, ge=1)
+    from_scratch: bool = False
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.lam is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
 #: ``paper``: the paper's N3V schedule. ``tiny``: a CPU budget with the same shape (the w rate
 #: decays to 10% by the end, as 5k of 10k decay steps do in the paper).
 ROUTER_PROFILES: dict[str, RouterConfig] = {

@@ -84,11 +84,10 @@ def _expert_folders(folder: Path, ids: list[str], where: str) -> dict[str, Path]
 
 def _load_expert(cls: type[Expert], scene: Scene, folder: Path, scene_id: str, where: str) -> Expert:
     """The finished training of ``cls`` in ``folder`` (read, never trained)."""
-    from moegs_bench.training.trainer import train_expert
+    from moegs_bench.training.trainer import open_trained_expert
 
     eid = cls.info.id
     ident = check_expert_run(folder, eid, scene_id, scene.state,
                              where=f"{where}: the training of {eid} it used ({folder})")
     config = cls.config_class.from_dict(ident["config"], key=f"experts.{eid}")
-    return train_expert(cls, scene, folder, scene_spec=scene_id, config=config, profile=ident["profile"],
-                        seed=ident["seed"], resume=True, progress=False, wait=True, log=lambda _: None).expert
+    return open_trained_expert(cls, scene, folder, config=config, seed=ident["seed"]).expert

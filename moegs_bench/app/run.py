@@ -196,7 +196,7 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
              log: Callable[[str], None]) -> tuple[list[Expert], list[ResultRecord]]:
     """The run's experts: finished ``--expert-run`` trainings, or cache entries reused, trained or
     resumed (one process at a time per entry); ``experts.json`` records where each came from."""
-    from moegs_bench.training.trainer import RESULTS_FILE, train_expert
+    from moegs_bench.training.trainer import RESULTS_FILE, open_trained_expert, train_expert
 
     experts, records = [], []
     runs = dict(request.expert_runs)
@@ -213,15 +213,17 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
             profile, seed, folder = sources[eid]["profile"], sources[eid]["seed"], Path(runs[eid])
         finished = (folder / RESULTS_FILE).is_file() and not (cached and retrain)
         log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
-        try:
-            trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config, profile=profile,
-                                   seed=seed, resume=True, force=cached and retrain, progress=progress, wait=cached,
-                                   log=(lambda _: None) if finished else log)  # (its "--force to retrain" is not ours)
-        except (CheckpointError, RunFolderError) as e:
-            if not cached:
-                raise
-            raise RunFolderError(f"{eid}: the cached training in {folder} cannot be used ({e}); pass "
-                                 "--retrain-experts to retrain it, or remove that folder") from None
+        if not cached:  # (a finished train-expert or distill folder, checked by check_expert_run: only read)
+            trained = open_trained_expert(cls, scene, folder, config=config, seed=seed)
+        else:
+            try:
+                trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config,
+                                       profile=profile, seed=seed, resume=True, force=retrain, progress=progress,
+                                       wait=True, log=(lambda _: None) if finished else log)  # (its "--force
+                # to retrain" is not ours)
+            except (CheckpointError, RunFolderError) as e:
+                raise RunFolderError(f"{eid}: the cached training in {folder} cannot be used ({e}); pass "
+                                     "--retrain-experts to retrain it, or remove that folder") from None
         experts.append(trained.expert)
         records.append(trained.record)
         reused = provenance.get(eid, {}).get("reused", trained.reused)

@@ -577,6 +577,71 @@ def prune(
                   context=context)
 
 
+@app.command("distill")
+def distill(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A finished [cyan]moegs-bench run[/cyan] folder (only read).",
+                             show_default=False),
+    ],
+    student: Annotated[
+        str, typer.Option("--student", metavar="ID", show_default=False,
+                          help="The expert to distil into: one of the run's experts."),
+    ],
+    lam: Annotated[
+        str, typer.Option("--lam", metavar="L[,L...]",
+                          help="Weight of the ground-truth term where the student's gate is high (Eq. 11), in "
+                               "[0, 1]; a comma-separated list distils once per value (one baseline)."),
+    ] = "0.5",
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, show_default=False,
+                                 help="Extra training steps (default: half the student's schedule; from scratch: "
+                                      "all of it)."),
+    ] = None,
+    from_scratch: Annotated[
+        bool, typer.Option("--from-scratch", help="Start the student from its initialisation, not its checkpoint."),
+    ] = False,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline",
+                           help="Also train (or reuse) the fair baseline: the same steps on the ground truth alone."),
+    ] = True,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", show_default=False,
+                                  help="Parent of the distillation folders (default: RUN_DIR's parent)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", show_default=False,
+                                 help="Folder name of the distilled student (default: "
+                                      "RUN_NAME_distill-ID-lamL-STEPS; one --lam value only)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo a finished distillation in the same folder "
+                                                        "(not the baseline).")] = False,
+    plugins: _PluginOption = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Cache of the run's experts and decoded images "
+                                     "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Distil a finished mixture run into one of its experts (MoE-GS Eq. 11), against a fair baseline.
+
+    The student continues its training from its checkpoint in the run (or from scratch) for
+    [cyan]--steps[/cyan] more steps, learning from the ground truth where its gate is high and from
+    the mixture's render elsewhere. The fair baseline trains the same student for the same steps on
+    the ground truth alone; gains are reported against it. Each folder is a finished
+    [cyan]train-expert[/cyan] folder ([cyan]run --expert-run ID=DIR[/cyan] takes it) with
+    [cyan]results.json[/cyan] and [cyan]renders/test/[/cyan]; the run is never changed; a killed
+    distillation resumes, a finished one is reported.
+    """
+    from moegs_bench.cli._distill import run_distill
+
+    context = ErrorContext(cache=cache)
+    with command_errors(context):
+        run_distill(run_dir=run_dir, student=student, lams=lam, steps=steps, from_scratch=from_scratch,
+                    baseline=baseline, out=out, name=name, force=force, plugins=plugins or [], cache=cache,
+                    progress=progress, context=context)
+
+
 def _given(ctx: typer.Context) -> set[str]:
     """The parameters given on the command line (not left at their defaults): only those
     become settings, so a flag's default never hides a profile's value."""

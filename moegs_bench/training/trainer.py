@@ -43,7 +43,7 @@ FINAL_CKPT = "expert.pt"
 LATEST_CKPT = "checkpoints/latest.pt"
 
 __all__ = ["FINAL_CKPT", "LATEST_CKPT", "RESULTS_FILE", "ExpertHooks", "RunFolderError", "TrainedExpert",
-           "expert_loop", "render_expert", "train_expert"]
+           "build_expert", "expert_loop", "expert_record", "open_trained_expert", "render_expert", "train_expert"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 class ExpertHooks(TrainingHooks):
     """The expert's side of the training loop: SH ramp and ``on_step`` before a step, the
-    photometric loss plus the expert's regulariser per view, densification statistics after each
+    photometric loss (:meth:`image_loss`) plus the expert's regulariser per view, densification statistics after each
     backward pass, densification and the expert's ``refine`` after the optimiser step."""
 
     def __init__(self, expert: TrainableExpert, background: Tensor | None, seed: int) -> None:
@@ -91,11 +91,16 @@ class ExpertHooks(TrainingHooks):
         means2d = meta["means2d"]
         if means2d.requires_grad:
             means2d.retain_grad()
-        loss = photometric_loss(img, target, self.tc.lambda_dssim)
+        loss = self.image_loss(frame, img, target)
         reg = self.expert.regularization(step)
         if reg is not None:
             loss = loss + reg
         return StepLoss(loss, img, {"meta": meta})
+
+    def image_loss(self, frame: Frame, image: Tensor, target: Tensor) -> Tensor:
+        """The loss of the render ``image`` ``[H, W, 3]`` of ``frame``: the photometric loss
+        against the training image (distillation replaces this)."""
+        return photometric_loss(image, target, self.tc.lambda_dssim)
 
     def after_backward(self, step: int, frame: Frame, out: StepLoss) -> None:
         if step <= self.tc.densify_until:
@@ -145,14 +150,13 @@ def train_expert(
     identity = {"kind": EXPERT_RUN, "expert": expert_id, "state_version": expert_cls.state_version,
                 "profile": profile, "config": config.to_dict(), "scene": scene_spec, "dataset": scene.state.digest,
                 "seed": seed}
-    expert = _build(expert_cls, config, scene, seed)
+    finished = (out_dir / FINAL_CKPT).is_file() and (out_dir / RESULTS_FILE).is_file()
+    if finished and not force and not os.access(out_dir, os.W_OK) and read_identity(out_dir) == identity:
+        log(f"{out_dir}: finished run of {expert_id} found (read-only folder); reporting it")
+        return open_trained_expert(expert_cls, scene, out_dir, config=config, seed=seed)
+    expert = build_expert(expert_cls, config, scene, seed)
     spec, hooks = expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed)
     paths = CheckpointPaths(latest=out_dir / LATEST_CKPT, final=out_dir / FINAL_CKPT)
-    finished = paths.final.is_file() and (out_dir / RESULTS_FILE).is_file()
-    if finished and not force and not os.access(out_dir, os.W_OK) and read_identity(out_dir) == identity:
-        run_training(spec, hooks, scene, paths, log=log)  # (loads the final checkpoint; writes nothing)
-        log(f"{out_dir}: finished run of {expert_id} found (read-only folder); reporting it")
-        return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
     with working_in(out_dir, identity, what="expert run", owned=(RESULTS_FILE, FINAL_CKPT, "checkpoints", "renders"),
                     force=force, wait=wait, on_wait=log,
                     check=lambda: _check_resume(out_dir, identity, resume=resume, force=force)):
@@ -166,15 +170,34 @@ def train_expert(
         return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed)
 
 
+def open_trained_expert(expert_cls: ExpertClass, scene: Scene, folder: Path, *, config: TrainableConfig,
+                        seed: int) -> TrainedExpert:
+    """The finished training in ``folder`` (its final checkpoint and results record), read without
+    a lock and without writing anything: an ``--expert-run`` folder, a colleague's or read-only
+    folder, a distilled student (``moegs-bench distill``). ``config`` and ``seed`` are the
+    training's (its ``run.json``); a checkpoint of another expert or configuration is a
+    :class:`~moegs_bench.training.checkpoint.CheckpointError`."""
+    folder = Path(folder)
+    if not (folder / FINAL_CKPT).is_file() or not (folder / RESULTS_FILE).is_file():
+        raise RunFolderError(f"{folder}: training is not finished (no {FINAL_CKPT} / {RESULTS_FILE})")
+    expert = build_expert(expert_cls, config, scene, seed)
+    paths = CheckpointPaths(latest=folder / LATEST_CKPT, final=folder / FINAL_CKPT)
+    run_training(expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed), scene, paths,
+                 progress=False)  # (the final checkpoint exists: loaded, nothing trained or written)
+    return TrainedExpert(expert, read_record(folder / RESULTS_FILE), folder, reused=True)
+
+
 def _finish(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
             profile: str, seed: int, train_seconds: float) -> TrainedExpert:
-    record = _record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
+    record = expert_record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
     write_record(out_dir / RESULTS_FILE, record)
     return TrainedExpert(expert, record, out_dir, reused=False)
 
 
-def _record(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
-            profile: str, seed: int, train_seconds: float) -> ResultRecord:
+def expert_record(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
+                  profile: str, seed: int, train_seconds: float) -> ResultRecord:
+    """Evaluate a trained ``expert`` on the test views (renders into ``out_dir/renders/test``) and
+    make its results record."""
     expert.eval()
     bg = scene.background.to(expert.device)
     ev = evaluate(lambda f: render_expert(expert, f.camera, bg)[0], scene,
@@ -189,7 +212,8 @@ def _record(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Pat
     )
 
 
-def _build(expert_cls: ExpertClass, config: TrainableConfig, scene: Scene, seed: int) -> TrainableExpert:
+def build_expert(expert_cls: ExpertClass, config: TrainableConfig, scene: Scene, seed: int) -> TrainableExpert:
+    """A new ``expert_cls`` initialised from ``scene`` (its random draws seeded by ``seed``)."""
     torch.manual_seed(seed)
     return expert_cls.from_scene(scene, config)
 
