@@ -10,25 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from moegs_bench.data.synthetic import generate
 from moegs_bench.training.checkpoint import load_checkpoint
 from test_cli import assert_one_line_error, cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"width": 32, "height": 24, "train_cameras": 3}
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
+def finished(finished_mixture_run) -> tuple[Path, Path, Path]:
     """(scene, finished run folder, cache)."""
-    base = tmp_path_factory.mktemp("prune")
-    scene = base / "kitchen"
-    generate(scene, "kitchen", frames=6, **SMALL)
-    proc = cli("run", "--experts", "static,stg", "--expert-iterations", "10", "--router-iterations", "5",
-               "--scene", str(scene), "--out", str(base / "runs"), "--name", "mix", "--cache", str(base / "cache"),
-               "--no-progress", timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    return scene, base / "runs" / "mix", base / "cache"
+    return finished_mixture_run
 
 
 def _listing(folder: Path) -> dict[str, bytes]:

@@ -46,6 +46,7 @@ def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, fr
     check_cache_writable(cache)
     console = Console()
     registry = Registry.discover(plugins)
+    registry.get(student)  # (an unknown expert id is refused before the run is opened)
     with computed_values("moegs-bench distill"):
         job = open_distillation(run_dir, student, registry=registry, cache_dir=cache)
         n = job.steps(configs[0])
