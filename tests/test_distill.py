@@ -155,7 +155,8 @@ def test_a_killed_distillation_resumes_to_the_same_student(finished, tmp_path, m
     messages: list[str] = []
     resumed = job.train(config, tmp_path / "killed", progress=False, log=messages.append)
     assert any("resuming stg (lam 0.5) training from step 12" in m for m in messages), messages
-    a, b = load_checkpoint(tmp_path / "whole" / "expert.pt").model, load_checkpoint(tmp_path / "killed" / "expert.pt").model
+    a = load_checkpoint(tmp_path / "whole" / "expert.pt").model
+    b = load_checkpoint(tmp_path / "killed" / "expert.pt").model
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
     assert resumed.record.metrics.psnr == whole.record.metrics.psnr
 

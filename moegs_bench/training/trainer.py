@@ -67,8 +67,9 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 class ExpertHooks(TrainingHooks):
     """The expert's side of the training loop: SH ramp and ``on_step`` before a step, the
-    photometric loss (:meth:`image_loss`) plus the expert's regulariser per view, densification statistics after each
-    backward pass, densification and the expert's ``refine`` after the optimiser step."""
+    photometric loss (:meth:`image_loss`) plus the expert's regulariser per view, densification
+    statistics after each backward pass, densification and the expert's ``refine`` after the
+    optimiser step."""
 
     def __init__(self, expert: TrainableExpert, background: Tensor | None, seed: int) -> None:
         self.expert, self.background, self.seed = expert, background, seed
