@@ -30,6 +30,7 @@ from moegs_bench.app.run import MIXTURE_RECORD, ROUTER_FINAL, ROUTER_LATEST, wri
 from moegs_bench.config import ConfigError
 from moegs_bench.metrics import LpipsMetric, storage_mb
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
+from moegs_bench.router.baselines import ensemble_baselines
 from moegs_bench.router.config import PruneConfig
 from moegs_bench.run_folder import RunFolderError, working_in
 from moegs_bench.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -133,6 +134,8 @@ def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torc
     log(f"evaluating the pruned mixture on {len(scene.test)} test views")
     ev = evaluate(lambda f: mixture(f.camera, bg).image, scene, out_dir=out_dir / "renders" / "test",
                   lpips=LpipsMetric())
+    log("evaluating the pruned experts' uniform average and the per-pixel oracle")
+    baselines = ensemble_baselines(mixture, scene).record(ev.metrics.psnr)
     write_gate_maps(mixture, scene, out_dir / "gates")
     src = run.record
     nbytes = mixture.total_storage_bytes()
@@ -143,6 +146,7 @@ def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torc
         "prune": config.to_dict(), "gaussians_before": before, "gaussians_after": after,
         "prune_seconds": score_seconds, "finetune_seconds": finetune_seconds, "render_mode": mixture.config.render_mode,
         "test_temperature": mixture.config.test_temperature, "dataset": scene.state.to_dict(),
+        "baselines": baselines,
     }
     record = ResultRecord(
         kind="mixture", name=f"{src.name} pruned ({config.criterion})", scene=src.scene,

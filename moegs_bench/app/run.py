@@ -40,6 +40,7 @@ from moegs_bench.data.state import DatasetState
 from moegs_bench.io import atomic_write
 from moegs_bench.metrics import LpipsMetric, storage_mb
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
+from moegs_bench.router.baselines import ensemble_baselines
 from moegs_bench.router.config import RouterConfig
 from moegs_bench.run_folder import MIXTURE_RUN, RunFolderError, read_identity, working_in
 from moegs_bench.training.checkpoint import CheckpointError
@@ -248,18 +249,20 @@ def _mixture(request: RunRequest, scene: Scene, out_dir: Path, experts: list[Exp
     render = lambda f: mixture(f.camera, bg).image  # noqa: E731 (eval mode: the test temperature)
     log(f"evaluating the mixture on {len(scene.test)} test views")
     ev = evaluate(render, scene, out_dir=out_dir / "renders" / "test", lpips=LpipsMetric())
+    log("evaluating the experts' uniform average and the per-pixel oracle")
+    baselines = ensemble_baselines(mixture, scene).record(ev.metrics.psnr)
     write_gate_maps(mixture, scene, out_dir / "gates")
     write_gate_video(mixture, scene, out_dir / "video" / "mixture_gates.mp4")
     (out_dir / "results").mkdir(exist_ok=True)
     for eid, rec in zip(request.experts, records):
         write_record(out_dir / "results" / f"{eid}.json", rec)
-    mixture_record = _mixture_record(mixture, request, ev, records, router_seconds, scene.state)
+    mixture_record = _mixture_record(mixture, request, ev, records, router_seconds, scene.state, baselines)
     write_record(out_dir / MIXTURE_RECORD, mixture_record)
     return RunResult(out_dir, records, mixture_record, reused=False)
 
 
 def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord], router_seconds: float,
-                    dataset: DatasetState) -> ResultRecord:
+                    dataset: DatasetState, baselines: dict[str, Any]) -> ResultRecord:
     n = sum(e.num_gaussians for e in mixture.experts)
     router_bytes = mixture.storage_bytes()
     nbytes = sum(r.storage_bytes for r in records) + router_bytes
@@ -273,7 +276,8 @@ def _mixture_record(mixture, request: RunRequest, ev, records: list[ResultRecord
         provenance=collect_provenance(mixture.experts[0].device),
         extra={"router_train_seconds": router_seconds, "expert_train_seconds": expert_seconds,
                "router_storage_bytes": router_bytes, "render_mode": request.router.render_mode,
-               "test_temperature": request.router.test_temperature, "dataset": dataset.to_dict()},
+               "test_temperature": request.router.test_temperature, "dataset": dataset.to_dict(),
+               "baselines": baselines},
     )
 
 

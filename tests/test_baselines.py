@@ -1,0 +1,59 @@
+"""What the router buys: the experts' uniform average and the per-pixel oracle, by hand and on a
+finished run (against each expert rendered on its own through the expert path)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moegs_bench.adapters.registry import Registry
+from moegs_bench.app.finished import open_finished_run
+from moegs_bench.metrics import psnr
+from moegs_bench.router.baselines import average_image, ensemble_baselines, oracle_image
+from moegs_bench.training.trainer import render_expert
+
+
+def test_oracle_and_average_by_brute_force():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 5, 7, 3, generator=g)
+    gt = torch.rand(5, 7, 3, generator=g)
+    orc = oracle_image(images, gt).numpy()
+    ims, ref = images.numpy(), gt.numpy()
+    for y in range(5):
+        for x in range(7):
+            errors = [float(((ims[k, y, x] - ref[y, x]) ** 2).sum()) for k in range(3)]
+            assert np.array_equal(orc[y, x], ims[int(np.argmin(errors)), y, x])
+    over = torch.full((2, 2, 2, 3), 0.9)
+    over[1] = 1.5  # the blend is clamped as the mixture's is: (0.9 + 1.5) / 2 -> 1
+    assert torch.equal(average_image(over), torch.ones(2, 2, 3))
+    assert torch.allclose(average_image(images), images.mean(0))
+
+
+def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_renders(finished_mixture_run):
+    _, folder, cache = finished_mixture_run
+    record = json.loads((folder / "results" / "mixture.json").read_text())
+    base = record["extra"]["baselines"]
+    assert base["oracle"]["uses_ground_truth"] is True
+    mix = record["metrics"]["psnr"]
+    avg, orc = base["uniform_average"]["psnr"], base["oracle"]["psnr"]
+    assert base["router_gain_over_average_db"] == pytest.approx(mix - avg)
+    assert base["gap_closed"] == pytest.approx((mix - avg) / (orc - avg))
+    assert orc > avg  # picking per pixel with the ground truth beats averaging
+    experts = {e: json.loads((folder / "results" / f"{e}.json").read_text())["metrics"]["psnr"] for e in ("static", "stg")}
+    assert base["best_expert"]["name"] == max(experts, key=experts.get)
+    assert base["best_expert"]["psnr"] == pytest.approx(max(experts.values()), abs=1e-4)
+
+    run = open_finished_run(folder, registry=Registry.discover(), cache_dir=cache)
+    again = ensemble_baselines(run.mixture, run.scene)
+    assert again.average.psnr == pytest.approx(avg, abs=1e-6) and again.oracle.psnr == pytest.approx(orc, abs=1e-6)
+    scores = []
+    with torch.no_grad():
+        for frame in run.scene.test:  # independently: each expert through the expert render path
+            own = torch.stack([render_expert(e, frame.camera, run.scene.background)[0] for e in run.mixture.experts])
+            gt = run.scene.image(frame)
+            scores.append((float(psnr(own.mean(0).clamp(0, 1), gt)), float(psnr(oracle_image(own.clamp(0, 1), gt), gt))))
+    assert again.average.psnr == pytest.approx(sum(s[0] for s in scores) / len(scores), abs=1e-3)
+    assert again.oracle.psnr == pytest.approx(sum(s[1] for s in scores) / len(scores), abs=1e-3)
