@@ -42,7 +42,8 @@ def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_ren
     assert base["router_gain_over_average_db"] == pytest.approx(mix - avg)
     assert base["gap_closed"] == pytest.approx((mix - avg) / (orc - avg))
     assert orc > avg  # picking per pixel with the ground truth beats averaging
-    experts = {e: json.loads((folder / "results" / f"{e}.json").read_text())["metrics"]["psnr"] for e in ("static", "stg")}
+    experts = {e: json.loads((folder / "results" / f"{e}.json").read_text())["metrics"]["psnr"]
+               for e in ("static", "stg")}
     assert base["best_expert"]["name"] == max(experts, key=experts.get)
     assert base["best_expert"]["psnr"] == pytest.approx(max(experts.values()), abs=1e-4)
 
@@ -54,6 +55,7 @@ def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_ren
         for frame in run.scene.test:  # independently: each expert through the expert render path
             own = torch.stack([render_expert(e, frame.camera, run.scene.background)[0] for e in run.mixture.experts])
             gt = run.scene.image(frame)
-            scores.append((float(psnr(own.mean(0).clamp(0, 1), gt)), float(psnr(oracle_image(own.clamp(0, 1), gt), gt))))
+            best = oracle_image(own.clamp(0, 1), gt)
+            scores.append((float(psnr(own.mean(0).clamp(0, 1), gt)), float(psnr(best, gt))))
     assert again.average.psnr == pytest.approx(sum(s[0] for s in scores) / len(scores), abs=1e-3)
     assert again.oracle.psnr == pytest.approx(sum(s[1] for s in scores) / len(scores), abs=1e-3)
