@@ -132,3 +132,25 @@ def print_baselines(console, base: dict, mixture_psnr: float) -> None:
     console.print(f"per-pixel oracle (picks the expert closest to the ground truth: a bound, not a method): "
                   f"{orc:.2f} dB; the router closes "
                   + (f"{closed:.0%}" if closed is not None else "n/a") + " of the average-to-oracle gap")
+    if base.get("regions"):
+        print_regions(console, base["regions"])
+
+
+def print_regions(console, regions: dict) -> None:
+    """PSNR per region (the dataset's masks) of each expert, the average, the mixture and the
+    oracle, and the experts' gate shares there."""
+    from rich.table import Table
+
+    first = next(iter(regions.values()))
+    models, experts = list(first["psnr"]), list(first["gate_share"])
+    table = Table(title="test PSNR per region (dB) and gate shares", title_justify="left")
+    for col in ("region", "pixels", *models, "gates"):
+        table.add_column(col, justify="left" if col in ("region", "gates") else "right")
+    for label, r in regions.items():
+        best = max(r["psnr"][e] or float("inf") for e in experts)
+        cells = [("inf" if v is None else f"{v:.2f}") + ("*" if m in experts and v == best else "")
+                 for m, v in r["psnr"].items()]
+        gates = " ".join(f"{e} {r['gate_share'][e]:.2f}" for e in experts)
+        table.add_row(label, f"{r['pixels']:.0%}", *cells, gates)
+    console.print(table)
+    console.print("*: the best single expert of the region; oracle: a bound that looks at the ground truth")

@@ -45,6 +45,8 @@ from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.io import umask
 from moegs_bench.data.files import file_problem, optional_file, present, read_problem, require_file
+from moegs_bench.data.regions import FILE as REGIONS_FILE
+from moegs_bench.data.regions import RegionsError, read_regions
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -106,13 +108,20 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
         return img
 
     points, point_note = _read_points(root / "init_pt_cld.npz")
+    try:
+        regions = read_regions(root)
+    except RegionsError as e:
+        raise DatasetError(str(e)) from None
+    region_files = [root / REGIONS_FILE, *regions.files()] if regions is not None else []
     return SceneData(
         format="panoptic",
         root=root,
         frames=frames,
         test_camera_ids=set(test.cam_ids),
         read_image=read_image,
-        sources=(train.path, test.path, root / "scene.json", root / "init_pt_cld.npz", *paths.values()),
+        sources=(train.path, test.path, root / "scene.json", root / "init_pt_cld.npz", *paths.values(),
+                 *region_files),  # (region masks only where present: older datasets keep their state)
+        regions=regions,
         num_frames=len(selected),
         points=points,
         background=settings.get("background", (0.0, 0.0, 0.0)),
@@ -125,6 +134,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
             "image_size": [train.w, train.h],
             "points": point_note,
             "scene_json": (root / "scene.json").is_file(),
+            "region_masks": f"{len(regions.paths)} views ({', '.join(regions.labels)})" if regions else "none",
         },
     )
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from moegs_bench.cameras import Camera, downscale_problem
+from moegs_bench.data.regions import RegionMasks, RegionsError
 from moegs_bench.data.state import DatasetState, dataset_state
 from moegs_bench.errors import InputError, UserInputError
 from moegs_bench.io import atomic_write, remove_stale_temps
@@ -71,6 +72,8 @@ class SceneData:
     #: or not); their sizes and times are the dataset's state (:mod:`moegs_bench.data.state`).
     #: Empty: every file under ``root``.
     sources: Sequence[Path] = ()
+    #: per-pixel region masks of (some) views (:mod:`moegs_bench.data.regions`); None: none
+    regions: RegionMasks | None = None
 
 
 @dataclass
@@ -140,6 +143,25 @@ class Scene:
         return cam.width, cam.height
 
     # ---------------------------------------------------------------- images
+    @property
+    def region_labels(self) -> tuple[str, ...]:
+        """The names of the region masks' labels (empty: the dataset has no masks)."""
+        return self.data.regions.labels if self.data.regions is not None else ()
+
+    def regions(self, frame: Frame) -> Tensor | None:
+        """The region label map ``[H, W]`` (int64, 255: no region) of ``frame`` at this scene's
+        resolution, or None when the dataset has no mask for it."""
+        if self.data.regions is None:
+            return None
+        try:
+            labels = self.data.regions.read(frame.key, self.downscale)
+        except RegionsError as e:
+            raise DatasetError(str(e)) from None
+        if labels is not None and tuple(labels.shape) != (frame.camera.height, frame.camera.width):
+            raise DatasetError(f"{self.data.regions.paths[frame.key]}: {labels.shape[1]}x{labels.shape[0]} labels at "
+                               f"downscale {self.downscale}, the image is {frame.camera.width}x{frame.camera.height}")
+        return labels
+
     def image(self, frame: Frame) -> Tensor:
         """``[H, W, 3]`` float32 in [0, 1] at this scene's resolution (decoded once, then cached
         under the dataset's state: a replaced dataset is decoded again)."""
