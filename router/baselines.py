@@ -20,6 +20,12 @@ same comparison is made per region: PSNR over the region's pixels of all test vi
 (``-10 log10`` of their mean squared error) for each expert, the average, the mixture and the
 oracle, and each expert's gate share there (its mean gate over the region's pixels). This is what
 the method claims: that different experts win different regimes, and the router knows which.
+
+Gate flicker: between consecutive frames of one test camera, the mean over pixels of
+``0.5 * sum_k |G_k(t+1) - G_k(t)|`` (0: the same gates, 1: every pixel changed expert), over all
+pixels and over those labelled ``static`` in both frames (where nothing moves, so a changing gate
+is the router's own noise). The per-frame PSNR of every model is in ``per_view`` (one row per test
+view, i.e. per frame of the test camera).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class EnsembleBaselines:
     oracle: Score
     per_view: list[dict[str, Any]] = field(default_factory=list)  # key, average_psnr, oracle_psnr, ...
     regions: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> pixels, psnr, gate_share
+    flicker: dict[str, float | None] = field(default_factory=dict)  # "all" / "static" -> mean gate change
 
     @property
     def best_expert(self) -> tuple[str, Score]:
@@ -88,6 +95,7 @@ class EnsembleBaselines:
             "gap_closed": gain / gap if gap > 0 else None,
             "per_view": self.per_view,
             **({"regions": self.regions} if self.regions else {}),
+            "gate_flicker": self.flicker,
         }
 
 
@@ -100,6 +108,7 @@ def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = N
     ids = list(mixture.expert_ids)
     rows = []
     per_region = RegionTally(scene.region_labels, [*ids, "average", "mixture", "oracle"], ids)
+    flicker = FlickerTally(scene.region_labels.index("static") if "static" in scene.region_labels else None)
     for frame in frames:
         images = mixture.render_experts(frame.camera, scene.background, mode="separate").images  # [K, H, W, 3]
         gt = scene.image(frame).to(images.device)  # [H, W, 3]
@@ -111,15 +120,42 @@ def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = N
             row[f"{name}_psnr"], row[f"{name}_ssim"] = float(psnr(img, gt)), float(ssim(img, gt))
         rows.append(row)
         labels = scene.regions(frame) if per_region.labels else None  # [H, W]
+        out = mixture(frame.camera, scene.background)  # the blend and the gates [K, H, W]
+        flicker.add(frame, out.gates, labels)
         if labels is not None:
-            out = mixture(frame.camera, scene.background)  # the blend and the gates [K, H, W]
             per_region.add(labels, gt, {**named, "mixture": out.image.clamp(0, 1)}, out.gates)
 
     def score(name: str) -> Score:
         return Score(sum(r[f"{name}_psnr"] for r in rows) / len(rows), sum(r[f"{name}_ssim"] for r in rows) / len(rows))
 
     return EnsembleBaselines({eid: score(eid) for eid in ids}, score("average"), score("oracle"), rows,
-                             per_region.summary())
+                             per_region.summary(), flicker.summary())
+
+
+class FlickerTally:
+    """Gate changes between consecutive frames of each test camera (see the module doc)."""
+
+    def __init__(self, static_label: int | None) -> None:
+        self.static_label = static_label
+        self.last: dict[int, tuple[int, Tensor, Tensor | None]] = {}  # camera id -> frame, gates, static mask
+        self.sums = {"all": [0.0, 0], "static": [0.0, 0]}  # change summed over pixels, pixels
+
+    def add(self, frame: Frame, gates: Tensor, labels: Tensor | None) -> None:
+        static = labels == self.static_label if labels is not None and self.static_label is not None else None
+        cam = frame.camera.camera_id
+        before = self.last.get(cam)
+        if before is not None and before[0] == frame.frame - 1 and before[1].shape == gates.shape:
+            change = 0.5 * (gates - before[1]).abs().sum(dim=0)  # [H, W] in [0, 1]
+            self.sums["all"][0] += float(change.sum(dtype=torch.float64))
+            self.sums["all"][1] += change.numel()
+            if static is not None and before[2] is not None:
+                both = static & before[2]
+                self.sums["static"][0] += float(change[both].sum(dtype=torch.float64))
+                self.sums["static"][1] += int(both.sum())
+        self.last[cam] = (frame.frame, gates, static)
+
+    def summary(self) -> dict[str, float | None]:
+        return {k: (total / n if n else None) for k, (total, n) in self.sums.items()}
 
 
 class RegionTally:
@@ -163,4 +199,4 @@ def _psnr(mse: float) -> float | None:
     return -10 * math.log10(mse) if mse > 0 else None
 
 
-__all__ = ["EnsembleBaselines", "RegionTally", "Score", "average_image", "ensemble_baselines", "oracle_image"]
+__all__ = ["EnsembleBaselines", "FlickerTally", "RegionTally", "Score", "average_image", "ensemble_baselines", "oracle_image"]

@@ -100,3 +100,27 @@ def test_region_tally_by_hand():
     assert out["left"]["psnr"]["b"] == pytest.approx(-10 * np.log10(0.25))
     assert out["corner"]["psnr"]["a"] is None  # exact: no finite PSNR
     assert out["left"]["gate_share"] == pytest.approx({"a": 0.25, "b": 0.75})
+
+
+def test_gate_flicker_by_hand():
+    """One camera, frames 0, 1, 2 (and a frame 5 after a gap, not compared): two experts on a 1x2
+    image. 0 -> 1: the left pixel goes from expert a to b (change 1), the right stays (0);
+    1 -> 2: both move by 0.2 (change 0.2 each). All pixels: (1 + 0 + 0.2 + 0.2) / 4; static
+    pixels (the right one in every frame): (0 + 0.2) / 2."""
+    from dataclasses import replace
+
+    from moegs_bench.cameras import Camera
+    from moegs_bench.data.scene import Frame
+    from moegs_bench.router.baselines import FlickerTally
+
+    cam = Camera.look_at((0, 0, -1), (0, 0, 0), width=2, height=1, camera_id=0)
+    g = [torch.tensor([[[1.0, 0.5]], [[0.0, 0.5]]]), torch.tensor([[[0.0, 0.5]], [[1.0, 0.5]]]),
+         torch.tensor([[[0.2, 0.7]], [[0.8, 0.3]]]), torch.tensor([[[1.0, 1.0]], [[0.0, 0.0]]])]
+    labels = torch.tensor([[1, 0]])  # the right pixel is static (label 0)
+    tally = FlickerTally(static_label=0)
+    for i, gates in zip((0, 1, 2, 5), g):
+        tally.add(Frame(replace(cam, time=i / 6), i, f"cam00/{i:06d}"), gates, labels)
+    out = tally.summary()
+    assert out["all"] == pytest.approx((1 + 0 + 0.2 + 0.2) / 4)
+    assert out["static"] == pytest.approx(0.1)
+    assert FlickerTally(static_label=None).summary() == {"all": None, "static": None}

@@ -132,6 +132,10 @@ def print_baselines(console, base: dict, mixture_psnr: float) -> None:
     console.print(f"per-pixel oracle (picks the expert closest to the ground truth: a bound, not a method): "
                   f"{orc:.2f} dB; the router closes "
                   + (f"{closed:.0%}" if closed is not None else "n/a") + " of the average-to-oracle gap")
+    flicker = base.get("gate_flicker") or {}
+    if flicker.get("all") is not None:
+        console.print(f"gate flicker between consecutive test frames: {flicker['all']:.3f} over all pixels"
+                      + (f", {flicker['static']:.3f} over static ones" if flicker.get("static") is not None else ""))
     if base.get("regions"):
         print_regions(console, base["regions"])
 
