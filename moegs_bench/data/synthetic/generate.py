@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from moegs_bench.errors import InputError
 from moegs_bench.cameras import Camera
 from moegs_bench.io import image_to_uint8
+from moegs_bench.data.regions import UNLABELLED, write_regions
 from moegs_bench.data.scene import Frame, PointCloud, normalised_time
 from moegs_bench.data.synthetic.raycast import Rig, Room, Views, camera_rays, trace
 from moegs_bench.data.synthetic.scenes import DEFAULT_SCENE, SCENES, TARGET, SceneSpec
@@ -88,6 +90,33 @@ def render_frames(
     return [rig.render(spec.at(normalised_time(i, frames), seed), base) for i in ids]
 
 
+#: The motion regimes of the suite, in the order of the region masks' labels (``regions.json``).
+REGIMES: tuple[str, ...] = ("static", "rigid", "oscillating", "appearance", "topology")
+GLOW = 0.05  # flame emission above which a sub-sample shows the flame
+
+
+def region_labels(views: Views, spec: SceneSpec) -> Tensor:
+    """``[C, H, W]`` uint8: each pixel's motion regime (an index into :data:`REGIMES`): the regime
+    whose surfaces cover most of its sub-samples (:attr:`SceneSpec.regions`), or that of the
+    flames where a flame glows in at least half of them; 255 where no listed surface is seen."""
+    c, h, w = views.rgb.shape[:3]
+    ss = views.ss
+    cover = torch.zeros(c, len(REGIMES), h, w)
+    flames = None
+    for r, regime in enumerate(REGIMES):
+        for name in spec.regions.get(regime, ()):
+            if name.startswith("flame:"):
+                flames = r  # (every flame of the suite is in one regime: the glow does not name them)
+            else:
+                cover[:, r] += views.coverage(name)
+    labels = cover.argmax(1)
+    labels[cover.sum(1) == 0] = UNLABELLED
+    if flames is not None:
+        glow = (views.glow > GLOW).float().reshape(c, h, ss, w, ss).mean((2, 4))
+        labels[glow >= 0.5] = flames
+    return labels.to(torch.uint8)
+
+
 def sample_points(scene: str, cams: Sequence[Camera], *, seed: int = 0, n: int = NUM_POINTS) -> PointCloud:
     """A sparse point cloud like a COLMAP result: surface points seen by the cameras at t = 0,
     coloured as observed, jittered; the room (background) gets a smaller share."""
@@ -125,7 +154,8 @@ def generate(
     """Render the synthetic scene ``scene`` and write it to ``out`` (a new or empty folder) in the
     Dynamic3DGaussians / Panoptic layout through :func:`moegs_bench.data.panoptic.write`
     (``train_meta.json``, ``test_meta.json``, ``ims/<camera id>/<frame>.png``, ``init_pt_cld.npz``,
-    ``scene.json``), atomically. Deterministic for given arguments. Returns ``out``."""
+    ``scene.json``) with the test views' regime masks (``regions.json``, ``regions/``:
+    :func:`region_labels`), atomically. Deterministic for given arguments. Returns ``out``."""
     _spec(scene)
     _check(frames, width, height, train_cameras, seed)
     from moegs_bench.data import panoptic  # imported here: the writer lives with its loader
@@ -134,8 +164,11 @@ def generate(
     rig = [test, *train]
     out_frames: list[Frame] = []
     images: list[np.ndarray] = []
+    masks: dict[str, np.ndarray] = {}  # the test views' regime labels
+    spec = _spec(scene)
     for i, views in enumerate(render_frames(scene, rig, frames, seed=seed)):
         t = normalised_time(i, frames)
+        masks[f"cam{test.camera_id:02d}/{i:06d}"] = region_labels(views, spec)[0].numpy()
         pix = image_to_uint8(views.rgb)
         for cam, img in zip(rig, pix):
             cid = cam.camera_id
@@ -146,6 +179,7 @@ def generate(
         Path(out), out_frames, images, test_camera_ids={test.camera_id}, points=points, ext=".png", name=scene,
         background=BACKGROUND,
     )  # fmt: skip
+    write_regions(Path(out), REGIMES, masks)
     return Path(out)
 
 
