@@ -97,12 +97,11 @@ class Distillation:
     (the distilled students and their baseline share the opened run and the teacher's renders)."""
 
     def __init__(self, run: FinishedRun, registry: Registry, student: str) -> None:
-        registry.get(student)  # (an unknown or unavailable expert id: its one-line ExpertError)
+        self.cls: type[Expert] = registry.get(student)  # (an unknown or unavailable id: a one-line ExpertError)
         ids = run.mixture.expert_ids
         if student not in ids:
             raise ConfigError("student", f"{student} is not one of the run's experts ({', '.join(ids)})")
         self.run, self.student, self.index = run, student, ids.index(student)
-        self.cls: type[Expert] = registry.get(student)
         self.folder = run.expert_folders[student]
         self.identity: dict[str, Any] = read_identity(self.folder) or {}
         self.config: ExpertConfig = self.cls.config_class.from_dict(self.identity["config"], key=f"experts.{student}")
