@@ -170,6 +170,14 @@ def test_from_scratch_stretches_the_schedule(finished, tmp_path):
     assert ident["config"]["train"]["iterations"] == 4 and ident["distill"]["start_step"] == 0
     assert load_checkpoint(tmp_path / "s" / "expert.pt").step == 4
     assert result.record.timing.train_seconds == result.record.extra["distill_seconds"]
+    # from scratch for the student's own number of steps, the baseline is the student's training again
+    again = job.train(DistillConfig(student="stg", lam=None, steps=10, from_scratch=True), tmp_path / "again",
+                      progress=False, log=lambda _: None)
+    source = load_checkpoint(job.folder / "expert.pt").model
+    repeated = load_checkpoint(again.out_dir / "expert.pt").model
+    assert source.keys() == repeated.keys()
+    assert all(torch.equal(source[k], repeated[k]) for k in source if torch.is_tensor(source[k]))
+    assert again.record.metrics.psnr == job.record.metrics.psnr
 
 
 @pytest.mark.parametrize("args,needles", [
