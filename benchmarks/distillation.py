@@ -135,4 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from moegs_bench.errors import UserInputError
+
+    try:
+        sys.exit(main())
+    except UserInputError as e:  # (a run folder that cannot be used: one line, as the CLI says it)
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
