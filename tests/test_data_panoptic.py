@@ -330,3 +330,27 @@ def test_bad_scene_json(hand):
     (hand / "scene.json").write_text(json.dumps({"background": [0, 0]}))
     with pytest.raises(DatasetError, match="scene.json: background must be three numbers"):
         panoptic.load(hand)
+
+
+def test_upstream_foreground_masks_are_the_test_views_regions(hand):
+    """seg/<cam>/<frame>.png as upstream's train.py reads them (0/1 values, PIL): the test views'
+    become "background" / "foreground" region masks, part of the dataset's state; 0/255 masks and
+    downscaling give the same labels."""
+    c = TEST_IDS[0]
+    before = load_scene(hand).state.digest
+    assert load_scene(hand).region_labels == ()
+    (hand / "seg" / str(c)).mkdir(parents=True)
+    fg = np.zeros((H, W), dtype=np.uint8)
+    fg[: H // 2, : W // 2] = 1  # the top-left quarter is the person
+    Image.fromarray(fg).save(hand / "seg" / str(c) / "000000.png")
+    Image.fromarray(fg * 255).save(hand / "seg" / str(c) / "000001.png")
+    scene = load_scene(hand)
+    assert scene.region_labels == ("background", "foreground") and scene.state.digest != before
+    by_key = {f.key: f for f in scene.test}
+    first, second = by_key[f"cam{c:02d}/000000"], by_key[f"cam{c:02d}/000001"]
+    assert torch.equal(scene.regions(first), torch.from_numpy(fg.astype(np.int64)))
+    assert torch.equal(scene.regions(second), torch.from_numpy(fg.astype(np.int64)))
+    assert all(scene.regions(f) is None for f in scene.train)  # (training views: not read)
+    half = load_scene(hand, downscale=2)
+    expected = torch.from_numpy(fg[::2, ::2].astype(np.int64))  # whole 2x2 blocks: one label each
+    assert torch.equal(half.regions(next(f for f in half.test if f.key == first.key)), expected)

@@ -6,7 +6,8 @@ Layout (JonathonLuiten/Dynamic3DGaussians, ``data/<sequence>/``)::
     test_meta.json     "fn": [T][C] ("<cam>/<frame:06d>.jpg", relative to ims/), "cam_id": [T][C]}
     ims/<cam>/<frame>.jpg
     init_pt_cld.npz   optional: "data" [P, 7] = x, y, z, r, g, b (in [0, 1]), seg (1 = foreground)
-    seg/              optional foreground masks (ignored here)
+    seg/              optional foreground masks (<fn as .png>, 0/1): the test views' ones are read as
+                      region masks "background" / "foreground" (moegs_bench.data.regions)
     scene.json        optional, our extension: {"name": str, "background": [r, g, b]}
 
 Conventions (checked against upstream ``train.py`` / ``helpers.setup_camera``):
@@ -46,7 +47,7 @@ from moegs_bench.cameras import Camera
 from moegs_bench.io import umask
 from moegs_bench.data.files import file_problem, optional_file, present, read_problem, require_file
 from moegs_bench.data.regions import FILE as REGIONS_FILE
-from moegs_bench.data.regions import RegionsError, read_regions
+from moegs_bench.data.regions import FOREGROUND, RegionMasks, RegionsError, read_regions
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, SceneData, normalised_time, read_json, select_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -77,6 +78,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
     ims = root / "ims"
     frames: list[Frame] = []
     paths: dict[str, Path] = {}
+    fns: dict[str, str] = {}
     for i, t in enumerate(selected):
         time = normalised_time(i, len(selected))
         for meta in (train, test):
@@ -96,6 +98,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
                 key = f"cam{cam_id:02d}/{t:06d}"
                 frames.append(Frame(camera=meta.camera(t, c, time), frame=i, key=key))
                 paths[key] = path
+                fns[key] = fn
 
     def read_image(frame: Frame) -> np.ndarray:
         path = paths.get(frame.key)
@@ -112,7 +115,13 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
         regions = read_regions(root)
     except RegionsError as e:
         raise DatasetError(str(e)) from None
-    region_files = [root / REGIONS_FILE, *regions.files()] if regions is not None else []
+    if regions is None:  # upstream's foreground masks, seg/<fn as .png>, for the test views that have one
+        seg = {f.key: root / "seg" / Path(fns[f.key]).with_suffix(".png") for f in frames
+               if f.camera.camera_id in test.cam_ids}
+        seg = {k: v for k, v in seg.items() if v.is_file()}
+        regions = RegionMasks(FOREGROUND, seg, binary=True) if seg else None
+    region_files = ([] if regions is None else regions.files() if regions.binary
+                    else [root / REGIONS_FILE, *regions.files()])
     return SceneData(
         format="panoptic",
         root=root,

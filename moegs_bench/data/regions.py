@@ -9,6 +9,10 @@ Files beside a dataset (written by the synthetic suite's generator; any dataset 
     regions/<cam>/<frame>.png   8-bit single-channel label maps at the images' full resolution;
                                 255: a pixel of no listed region
 
+Binary foreground masks (Dynamic3DGaussians' ``seg/<cam>/<frame>.png``, read by its
+``train.py`` as 0/1 values) are region masks with the labels ``background`` (0) and ``foreground``
+(1): a pixel is foreground where the mask is 1 (0/1 masks) or at least 128 (0/255 masks).
+
 A mask is read at the scene's resolution: with a downscale factor f, each f x f block takes its
 most frequent label (the smallest on a tie).
 """
@@ -32,10 +36,14 @@ class RegionsError(ValueError):
     """A malformed ``regions.json`` or mask (wrapped into the loader's DatasetError)."""
 
 
+FOREGROUND = ("background", "foreground")
+
+
 @dataclass(frozen=True)
 class RegionMasks:
     labels: tuple[str, ...]  # label i names pixel value i
     paths: dict[str, Path]  # frame key -> its mask file
+    binary: bool = False  # foreground masks (0/1 or 0/255): labels FOREGROUND
 
     def read(self, key: str, downscale: int = 1) -> Tensor | None:
         """The label map ``[H, W]`` (int64; :data:`UNLABELLED` for no region) of frame ``key`` at
@@ -46,6 +54,8 @@ class RegionMasks:
         import imageio.v3 as iio
 
         labels = np.asarray(iio.imread(path))
+        if self.binary:
+            labels = foreground_labels(labels, path)
         if labels.ndim != 2 or labels.dtype != np.uint8:
             raise RegionsError(f"{path}: expected an 8-bit single-channel label map, got {labels.dtype} "
                                f"{list(labels.shape)}")
@@ -57,6 +67,18 @@ class RegionMasks:
 
     def files(self) -> list[Path]:
         return sorted(self.paths.values())
+
+
+def foreground_labels(mask: np.ndarray, path: Path) -> np.ndarray:
+    """A binary mask (bool, 0/1 or 0/255; a colour mask's first channel) -> uint8 labels
+    (1: foreground)."""
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise RegionsError(f"{path}: expected a single-channel foreground mask, got shape {list(mask.shape)}")
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    return (mask >= (128 if mask.max(initial=0) > 1 else 1)).astype(np.uint8)
 
 
 def block_mode(labels: Tensor, f: int) -> Tensor:
@@ -112,4 +134,4 @@ def write_regions(root: Path, labels: tuple[str, ...], masks: dict[str, np.ndarr
                                                "masks": rel}, indent=1) + "\n")
 
 
-__all__ = ["FILE", "RegionMasks", "RegionsError", "UNLABELLED", "block_mode", "read_regions", "write_regions"]
+__all__ = ["FILE", "FOREGROUND", "RegionMasks", "foreground_labels", "RegionsError", "UNLABELLED", "block_mode", "read_regions", "write_regions"]
