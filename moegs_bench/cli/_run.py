@@ -142,19 +142,29 @@ def print_baselines(console, base: dict, mixture_psnr: float) -> None:
 
 def print_regions(console, regions: dict) -> None:
     """PSNR per region (the dataset's masks) of each expert, the average, the mixture and the
-    oracle, and the experts' gate shares there."""
+    oracle; then each expert's mean gate per region."""
+    from rich import box
     from rich.table import Table
 
     first = next(iter(regions.values()))
     models, experts = list(first["psnr"]), list(first["gate_share"])
-    table = Table(title="test PSNR per region (dB) and gate shares", title_justify="left")
-    for col in ("region", "pixels", *models, "gates"):
-        table.add_column(col, justify="left" if col in ("region", "gates") else "right")
+    short = {"average": "avg", "mixture": "MoE"}
+
+    def table(title: str, columns: list[str]) -> Table:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in columns:
+            t.add_column(col, justify="left" if col == "region" else "right", no_wrap=True)
+        return t
+
+    psnr = table("test PSNR per region (dB)", ["region", "pixels", *(short.get(m, m) for m in models)])
+    gates = table("mean gate per region", ["region", *experts])
     for label, r in regions.items():
         best = max(r["psnr"][e] or float("inf") for e in experts)
         cells = [("inf" if v is None else f"{v:.2f}") + ("*" if m in experts and v == best else "")
                  for m, v in r["psnr"].items()]
-        gates = " ".join(f"{e} {r['gate_share'][e]:.2f}" for e in experts)
-        table.add_row(label, f"{r['pixels']:.0%}", *cells, gates)
-    console.print(table)
-    console.print("*: the best single expert of the region; oracle: a bound that looks at the ground truth")
+        psnr.add_row(label, f"{r['pixels']:.0%}", *cells)
+        gates.add_row(label, *(f"{r['gate_share'][e]:.2f}" for e in experts))
+    console.print(psnr)
+    console.print("*: the region's best single expert; avg: uniform average; oracle: a bound that looks at the "
+                  "ground truth")
+    console.print(gates)
