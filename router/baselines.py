@@ -75,6 +75,7 @@ class EnsembleBaselines:
     per_view: list[dict[str, Any]] = field(default_factory=list)  # key, average_psnr, oracle_psnr, ...
     regions: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> pixels, psnr, gate_share
     flicker: dict[str, float | None] = field(default_factory=dict)  # "all" / "static" -> mean gate change
+    regions_unavailable_reason: str | None = None  # why ``regions`` is empty
 
     @property
     def best_expert(self) -> tuple[str, Score]:
@@ -94,7 +95,8 @@ class EnsembleBaselines:
             "mixture_gain_over_best_expert_db": mixture_psnr - best.psnr,
             "gap_closed": gain / gap if gap > 0 else None,
             "per_view": self.per_view,
-            **({"regions": self.regions} if self.regions else {}),
+            "regions": self.regions or None,
+            "regions_unavailable_reason": None if self.regions else self.regions_unavailable_reason,
             "gate_flicker": self.flicker,
         }
 
@@ -128,8 +130,12 @@ def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = N
     def score(name: str) -> Score:
         return Score(sum(r[f"{name}_psnr"] for r in rows) / len(rows), sum(r[f"{name}_ssim"] for r in rows) / len(rows))
 
+    regions = per_region.summary()
+    reason = None if regions else (
+        "the dataset has no region masks (regions.json, or Dynamic3DGaussians' seg/)" if not per_region.labels
+        else "none of the evaluated views has a region mask")
     return EnsembleBaselines({eid: score(eid) for eid in ids}, score("average"), score("oracle"), rows,
-                             per_region.summary(), flicker.summary())
+                             regions, flicker.summary(), reason)
 
 
 class FlickerTally:

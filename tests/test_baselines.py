@@ -42,6 +42,10 @@ def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_ren
     assert base["router_gain_over_average_db"] == pytest.approx(mix - avg)
     assert base["gap_closed"] == pytest.approx((mix - avg) / (orc - avg))
     assert orc > avg  # picking per pixel with the ground truth beats averaging
+    # the fixture's scene is the suite's kitchen: its test views carry regime masks
+    assert "static" in base["regions"] and base["regions_unavailable_reason"] is None
+    assert set(base["regions"]) <= {"static", "rigid", "oscillating", "appearance", "topology"}
+    assert sum(r["pixels"] for r in base["regions"].values()) == pytest.approx(1.0)
     experts = {e: json.loads((folder / "results" / f"{e}.json").read_text())["metrics"]["psnr"]
                for e in ("static", "stg")}
     assert base["best_expert"]["name"] == max(experts, key=experts.get)
@@ -59,3 +63,18 @@ def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_ren
             scores.append((float(psnr(own.mean(0).clamp(0, 1), gt)), float(psnr(best, gt))))
     assert again.average.psnr == pytest.approx(sum(s[0] for s in scores) / len(scores), abs=1e-3)
     assert again.oracle.psnr == pytest.approx(sum(s[1] for s in scores) / len(scores), abs=1e-3)
+
+
+def test_without_masks_the_regions_are_na_with_the_reason(finished_mixture_run, tmp_path):
+    import shutil
+
+    from moegs_bench.data import load_scene
+
+    scene_dir, folder, cache = finished_mixture_run
+    run = open_finished_run(folder, registry=Registry.discover(), cache_dir=cache)
+    bare = tmp_path / "bare"
+    shutil.copytree(scene_dir, bare)
+    (bare / "regions.json").unlink()
+    shutil.rmtree(bare / "regions")
+    out = ensemble_baselines(run.mixture, load_scene(bare)).record(20.0)
+    assert out["regions"] is None and "no region masks" in out["regions_unavailable_reason"]

@@ -138,6 +138,8 @@ def print_baselines(console, base: dict, mixture_psnr: float) -> None:
                       + (f", {flicker['static']:.3f} over static ones" if flicker.get("static") is not None else ""))
     if base.get("regions"):
         print_regions(console, base["regions"])
+    elif base.get("regions_unavailable_reason"):
+        console.print(f"per-region scores: n/a ({base['regions_unavailable_reason']})")
 
 
 def print_regions(console, regions: dict) -> None:
