@@ -95,4 +95,5 @@ def print_distill_summary(console, job, rows, base) -> None:
         console.print(f"{label}: {result.out_dir}")
     if base is None:
         console.print("no baseline (--no-baseline): a gain over the shorter original training is not a fair one")
-    console.print(f"use a student in a mixture: moegs-bench run --experts ... --expert-run {job.student}=FOLDER")
+    console.print(f"use a student in a mixture: moegs-bench run --experts ... --name NAME "
+                  f"--expert-run {job.student}=FOLDER")
