@@ -198,10 +198,13 @@ def test_generate_is_deterministic_and_seeded(tmp_path: Path):
     b = _files(generate(tmp_path / "b", "kitchen", **SMALL))
     assert a == b
     assert {"train_meta.json", "test_meta.json", "scene.json", "init_pt_cld.npz"} <= set(a)
-    assert sum(k.endswith(".png") for k in a) == SMALL["frames"] * (SMALL["train_cameras"] + 1)
+    images = SMALL["frames"] * (SMALL["train_cameras"] + 1)
+    assert sum(k.startswith("ims/") and k.endswith(".png") for k in a) == images
+    assert sum(k.startswith("regions/") and k.endswith(".png") for k in a) == SMALL["frames"]  # the test views'
+    assert "regions.json" in a
     c = _files(generate(tmp_path / "c", "kitchen", **SMALL, seed=1))
     assert set(c) == set(a)
-    pngs = [k for k in a if k.endswith(".png")]
+    pngs = [k for k in a if k.startswith("ims/") and k.endswith(".png")]
     assert all(a[k] != c[k] for k in pngs)  # textures and colours depend on the seed
     assert a["init_pt_cld.npz"] != c["init_pt_cld.npz"]
     assert a["train_meta.json"] == c["train_meta.json"]  # the rig does not
@@ -252,7 +255,8 @@ def test_points_lie_on_surfaces_seen_at_time_zero():
 def test_default_suite_size(tmp_path: Path):
     root = generate(tmp_path / "default", DEFAULT_SCENE)
     files = _files(root)
-    assert sum(k.endswith(".png") for k in files) == 30 * 13
+    assert sum(k.startswith("ims/") and k.endswith(".png") for k in files) == 30 * 13
+    assert sum(k.startswith("regions/") for k in files) == 30
     size = sum(len(v) for v in files.values())
     assert size < 5_000_000, f"{size / 1e6:.2f} MB"
 
