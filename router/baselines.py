@@ -103,9 +103,9 @@ class EnsembleBaselines:
 
 @torch.no_grad()
 def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = None) -> EnsembleBaselines:
-    """The uniform average and the per-pixel oracle of ``mixture``'s experts on ``frames``
-    (default: the test views); every expert is rendered on its own (``separate`` mode), whatever
-    mode the mixture blends in."""
+    """Each expert, their uniform average and per-pixel oracle on ``frames`` (default: the test
+    views), per-region scores where the scene has region masks, and the mixture's gate flicker;
+    every expert is rendered on its own (``separate`` mode), whatever mode the mixture blends in."""
     frames = list(scene.test if frames is None else frames)
     ids = list(mixture.expert_ids)
     rows = []
