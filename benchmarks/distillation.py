@@ -18,7 +18,6 @@ render), for the teacher, the baseline and each distilled student.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -29,19 +28,11 @@ import torch
 
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.distill import Distillation, open_distillation
+from moegs_bench.app.finished import load_expert_run
 from moegs_bench.router.config import DistillConfig
-from moegs_bench.training.trainer import open_trained_expert, render_expert
+from moegs_bench.training.trainer import render_expert
 
 TARGET_DB = 0.2  # the gain the issue asks for on 3 of the 4 synthetic scenes
-
-
-def _student(job: Distillation, folder: Path):
-    """The finished training in ``folder`` (a distillation or its baseline), in eval mode."""
-    ident = json.loads((folder / "run.json").read_text())
-    config = job.cls.config_class.from_dict(ident["config"])
-    expert = open_trained_expert(job.cls, job.run.scene, folder, config=config, seed=ident["seed"]).expert
-    expert.eval()
-    return expert
 
 
 @torch.no_grad()
@@ -49,7 +40,9 @@ def regions(job: Distillation, folders: dict[str, Path]) -> tuple[float, dict[st
     """The share of test pixels where the student's gate is >= 0.5 ("trusted"), and the test PSNR
     of the teacher and of each student over those pixels and over the rest ("delegated")."""
     run, bg = job.run, job.run.scene.background
-    models = {name: _student(job, folder) for name, folder in folders.items()}
+    models = {name: load_expert_run(job.cls, run.scene, folder, run.scene_id) for name, folder in folders.items()}
+    for model in models.values():
+        model.eval()
     names = ["teacher", *models]
     sq = {name: [torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)] for name in names}
     counts = [0, 0]

@@ -13,7 +13,7 @@ SMALL = {"width": 32, "height": 24, "train_cameras": 3}
 
 
 @pytest.fixture(scope="session")
-def finished_mixture_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(scene, finished ``moegs-bench run`` folder of static + stg, cache): a tiny mixture run that
     ``prune`` and ``distill`` derive from (they only read it)."""
     base = tmp_path_factory.mktemp("finished-run")

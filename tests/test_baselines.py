@@ -32,8 +32,8 @@ def test_oracle_and_average_by_brute_force():
     assert torch.allclose(average_image(images), images.mean(0))
 
 
-def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_renders(finished_mixture_run):
-    _, folder, cache = finished_mixture_run
+def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_renders(finished):
+    _, folder, cache = finished
     record = json.loads((folder / "results" / "mixture.json").read_text())
     base = record["extra"]["baselines"]
     assert base["oracle"]["uses_ground_truth"] is True
@@ -65,12 +65,12 @@ def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_ren
     assert again.oracle.psnr == pytest.approx(sum(s[1] for s in scores) / len(scores), abs=1e-3)
 
 
-def test_without_masks_the_regions_are_na_with_the_reason(finished_mixture_run, tmp_path):
+def test_without_masks_the_regions_are_na_with_the_reason(finished, tmp_path):
     import shutil
 
     from moegs_bench.data import load_scene
 
-    scene_dir, folder, cache = finished_mixture_run
+    scene_dir, folder, cache = finished
     run = open_finished_run(folder, registry=Registry.discover(), cache_dir=cache)
     bare = tmp_path / "bare"
     shutil.copytree(scene_dir, bare)

@@ -32,6 +32,11 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess
     )
 
 
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes): to check that a folder was left alone."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -11,24 +11,14 @@ from pathlib import Path
 import pytest
 
 from moegs_bench.training.checkpoint import load_checkpoint
-from test_cli import assert_one_line_error, cli
+from test_cli import assert_one_line_error, cli, folder_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def finished(finished_mixture_run) -> tuple[Path, Path, Path]:
-    """(scene, finished run folder, cache)."""
-    return finished_mixture_run
-
-
-def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_prune_writes_a_derived_run_and_leaves_the_source_alone(finished, tmp_path):
     _, run, cache = finished
-    before = _listing(run)
+    before = folder_files(run)
     args = ("prune", str(run), "--ratio", "0.5", "--views", "3", "--out", str(tmp_path), "--cache", str(cache),
             "--no-progress")
     proc = cli(*args)
@@ -48,7 +38,7 @@ def test_prune_writes_a_derived_run_and_leaves_the_source_alone(finished, tmp_pa
         assert model["table.means"].shape[0] == n
         columns = load_checkpoint(out / "router" / "mixture.pt").states["router"]["columns"][eid]
         assert all(c.shape == (n,) for c in columns.values())
-    assert _listing(run) == before  # the source run is only read
+    assert folder_files(run) == before  # the source run is only read
     again = cli(*args)
     assert again.returncode == 0 and "finished prune found" in again.stdout
 

@@ -46,6 +46,7 @@ from moegs_bench.data.synthetic.raycast import (
     trace,
 )
 from moegs_bench.data.synthetic.scenes import TARGET
+from test_cli import folder_files
 
 # the package exports the function generate(), which hides its module of the same name
 generate_module = importlib.import_module("moegs_bench.data.synthetic.generate")
@@ -189,20 +190,16 @@ def test_rig_is_an_arc_with_a_held_out_camera_inside():
 
 
 # ----------------------------------------------------------------------------- files
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_generate_is_deterministic_and_seeded(tmp_path: Path):
-    a = _files(generate(tmp_path / "a", "kitchen", **SMALL))
-    b = _files(generate(tmp_path / "b", "kitchen", **SMALL))
+    a = folder_files(generate(tmp_path / "a", "kitchen", **SMALL))
+    b = folder_files(generate(tmp_path / "b", "kitchen", **SMALL))
     assert a == b
     assert {"train_meta.json", "test_meta.json", "scene.json", "init_pt_cld.npz"} <= set(a)
     images = SMALL["frames"] * (SMALL["train_cameras"] + 1)
     assert sum(k.startswith("ims/") and k.endswith(".png") for k in a) == images
     assert sum(k.startswith("regions/") and k.endswith(".png") for k in a) == SMALL["frames"]  # the test views'
     assert "regions.json" in a
-    c = _files(generate(tmp_path / "c", "kitchen", **SMALL, seed=1))
+    c = folder_files(generate(tmp_path / "c", "kitchen", **SMALL, seed=1))
     assert set(c) == set(a)
     pngs = [k for k in a if k.startswith("ims/") and k.endswith(".png")]
     assert all(a[k] != c[k] for k in pngs)  # textures and colours depend on the seed
@@ -254,7 +251,7 @@ def test_points_lie_on_surfaces_seen_at_time_zero():
 @pytest.mark.slow
 def test_default_suite_size(tmp_path: Path):
     root = generate(tmp_path / "default", DEFAULT_SCENE)
-    files = _files(root)
+    files = folder_files(root)
     assert sum(k.startswith("ims/") and k.endswith(".png") for k in files) == 30 * 13
     assert sum(k.startswith("regions/") for k in files) == 30
     size = sum(len(v) for v in files.values())

@@ -18,7 +18,7 @@ from moegs_bench.metrics import photometric_loss
 from moegs_bench.router.config import DistillConfig
 from moegs_bench.training.checkpoint import load_checkpoint
 from moegs_bench.training.distill import DistillHooks, distillation_loss
-from test_cli import assert_one_line_error, cli
+from test_cli import assert_one_line_error, cli, folder_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,23 +71,15 @@ def test_lam_is_checked():
 
 # ------------------------------------------------------------------------------------- end to end
 
-@pytest.fixture(scope="module")
-def finished(finished_mixture_run) -> tuple[Path, Path, Path]:
-    return finished_mixture_run
-
-
-def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
 
 def test_distill_writes_a_student_and_its_baseline_and_leaves_the_run_alone(finished, tmp_path):
     scene, run, cache = finished
-    before = _listing(run)
+    before = folder_files(run)
     args = ("distill", str(run), "--student", "stg", "--lam", "0.25,0.75", "--steps", "6", "--out", str(tmp_path),
             "--cache", str(cache), "--no-progress")
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
-    assert _listing(run) == before  # the source run is only read
+    assert folder_files(run) == before  # the source run is only read
     source = json.loads((Path(json.loads((run / "experts.json").read_text())["stg"]["folder"]) / "results.json")
                         .read_text())
     base = tmp_path / "mix_distill-stg-gt-6"
@@ -206,11 +198,11 @@ def test_folders_that_cannot_be_used_are_refused(finished, tmp_path):
     ok = cli("distill", str(run), "--student", "stg", "--lam", "0.5", "--steps", "2", "--no-baseline", "--out",
              str(tmp_path), "--name", "taken", "--cache", str(cache), "--no-progress")
     assert ok.returncode == 0, ok.stderr
-    before = _listing(tmp_path / "taken")
+    before = folder_files(tmp_path / "taken")
     assert_one_line_error(cli("distill", str(run), "--student", "stg", "--lam", "0.25", "--steps", "2",
                               "--no-baseline", "--out", str(tmp_path), "--name", "taken", "--cache", str(cache)),
                           "holds a different run")
-    assert _listing(tmp_path / "taken") == before
+    assert folder_files(tmp_path / "taken") == before
     assert_one_line_error(cli("distill", str(run), "--student", "stg", "--steps", "2", "--no-baseline", "--out",
                               str(run), "--cache", str(cache)), "source run folder")
 

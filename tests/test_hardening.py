@@ -27,7 +27,7 @@ from moegs_bench.locks import FolderBusyError, folder_lock
 from moegs_bench.run_folder import RunFolderError
 from moegs_bench.training.checkpoint import load_checkpoint
 from oslimits import cli_command, mounts_unavailable, read_only, run_in_namespace, small_disk
-from test_cli import ENTRY, assert_one_line_error, cli
+from test_cli import ENTRY, assert_one_line_error, cli, folder_files
 
 SMALL = {"width": 32, "height": 24, "train_cameras": 3}
 TRAIN = ("--expert", "stg", "--iterations", "2", "--no-progress")
@@ -64,10 +64,6 @@ def mixture_runs(scene, tmp_path_factory) -> tuple[Path, Path, Path]:
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, (out, err)
     return base / "runs" / "a", base / "runs" / "b", cache
-
-
-def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -291,18 +287,18 @@ def test_a_finished_expert_run_in_a_read_only_folder_can_be_used(trained, mixtur
 
 def test_force_never_turns_a_folder_into_another_kind(trained, mixture_runs, scene, tmp_path):
     mixture = _copy(mixture_runs[0], tmp_path / "runs" / "a")
-    before = _listing(mixture)
+    before = folder_files(mixture)
     proc = cli("train-expert", *TRAIN, "--scene", str(scene), "--out", str(mixture), "--force", "--cache",
                str(tmp_path / "c"))
     assert_one_line_error(proc, "holds a mixture run", "--force only redoes a run of the same kind")
-    assert _listing(mixture) == before
+    assert folder_files(mixture) == before
 
     expert = _copy(trained, tmp_path / "runs" / "e")
-    before = _listing(expert)
+    before = folder_files(expert)
     proc = cli("run", *RUN, "--scene", str(scene), "--out", str(tmp_path / "runs"), "--name", "e", "--force",
                "--cache", str(mixture_runs[2]))
     assert_one_line_error(proc, "holds a train-expert run", "--force only redoes a run of the same kind")
-    assert _listing(expert) == before
+    assert folder_files(expert) == before
 
 
 def test_a_corrupt_run_json_is_refused_and_replaced_with_force(trained, scene, tmp_path):

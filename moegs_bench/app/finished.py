@@ -63,7 +63,8 @@ def open_finished_run(folder: Path, *, registry: Registry, cache_dir: Path | Non
         raise RunFolderError(f"{where}: the files of {opened.scene_id} changed since the run (another dataset "
                              "state); rerun the run first")
     folders = _expert_folders(folder, list(classes), where)
-    experts = [_load_expert(classes[eid], opened.scene, folders[eid], opened.scene_id, where) for eid in classes]
+    experts = [load_expert_run(classes[eid], opened.scene, folders[eid], opened.scene_id,
+                               where=f"{where}: the training of {eid} it used ({folders[eid]})") for eid in classes]
     mixture = Mixture(experts, config.router)
     train_router(mixture, opened.scene, folder / ROUTER_LATEST, final=folder / ROUTER_FINAL, seed=config.seed,
                  progress=progress, log=lambda _: None)  # (loads the final router; trains nothing)
@@ -82,12 +83,13 @@ def _expert_folders(folder: Path, ids: list[str], where: str) -> dict[str, Path]
         raise RunFolderError(f"{where}: {EXPERTS_FILE} is missing or does not name every expert's folder") from None
 
 
-def _load_expert(cls: type[Expert], scene: Scene, folder: Path, scene_id: str, where: str) -> Expert:
-    """The finished training of ``cls`` in ``folder`` (read, never trained)."""
+def load_expert_run(cls: type[Expert], scene: Scene, folder: Path, scene_id: str, *,
+                    where: str | None = None) -> Expert:
+    """The finished training of ``cls`` in ``folder`` (a ``train-expert`` or ``distill`` folder on
+    ``scene``, checked by :func:`~moegs_bench.app.run.check_expert_run`; read, never trained)."""
     from moegs_bench.training.trainer import open_trained_expert
 
     eid = cls.info.id
-    ident = check_expert_run(folder, eid, scene_id, scene.state,
-                             where=f"{where}: the training of {eid} it used ({folder})")
+    ident = check_expert_run(folder, eid, scene_id, scene.state, where=where if where is not None else str(folder))
     config = cls.config_class.from_dict(ident["config"], key=f"experts.{eid}")
     return open_trained_expert(cls, scene, folder, config=config, seed=ident["seed"]).expert

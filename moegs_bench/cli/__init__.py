@@ -345,6 +345,17 @@ _SetOption = Annotated[
                       "[b]experts.4dgs.train.iterations=500[/b]; applied after the other options, so it wins. "
                       "Keys: README, \"Settings\".", show_default=False),
 ]
+#: Options shared by the commands that derive from a finished run (prune, distill; run shows progress too).
+_RunDirArgument = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR", help="A finished [cyan]moegs-bench run[/cyan] folder (only read).",
+                         show_default=False),
+]
+_RunCacheOption = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Cache of the run's experts and decoded images "
+                                 "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
+]
+_ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 _DownscaleOption = Annotated[
     int | None,
     typer.Option("--downscale", min=1, max=64, show_default=False,
@@ -481,7 +492,7 @@ def run(
         typer.Option("--cache", help="Cache for generated scenes, decoded images and trained experts "
                                      "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
     ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    progress: _ProgressOption = True,
     downscale: _DownscaleOption = None,
     frames: _FramesOption = None,
     settings: _SetOption = None,
@@ -515,10 +526,7 @@ PruneCriterion = Enum("PruneCriterion", {n: n for n in PRUNING_CRITERIA}, type=s
 
 @app.command("prune")
 def prune(
-    run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A finished [cyan]moegs-bench run[/cyan] folder (only read).",
-                             show_default=False),
-    ],
+    run_dir: _RunDirArgument,
     ratio: Annotated[
         float | None, typer.Option("--ratio", "-r", show_default=False,
                                    help="Remove this fraction of each expert's Gaussians, in (0, 1)."),
@@ -552,12 +560,8 @@ def prune(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a finished prune in the same folder.")] = False,
     plugins: _PluginOption = None,
-    cache: Annotated[
-        Path | None,
-        typer.Option("--cache", help="Cache of the run's experts and decoded images "
-                                     "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
-    ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    cache: _RunCacheOption = None,
+    progress: _ProgressOption = True,
 ) -> None:
     """Prune a finished mixture run: remove the least important Gaussians of every expert, evaluate.
 
@@ -579,10 +583,7 @@ def prune(
 
 @app.command("distill")
 def distill(
-    run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A finished [cyan]moegs-bench run[/cyan] folder (only read).",
-                             show_default=False),
-    ],
+    run_dir: _RunDirArgument,
     student: Annotated[
         str, typer.Option("--student", metavar="ID", show_default=False,
                           help="The expert to distil into: one of the run's experts."),
@@ -616,12 +617,8 @@ def distill(
     force: Annotated[bool, typer.Option("--force", help="Redo a finished distillation in the same folder "
                                                         "(not the baseline).")] = False,
     plugins: _PluginOption = None,
-    cache: Annotated[
-        Path | None,
-        typer.Option("--cache", help="Cache of the run's experts and decoded images "
-                                     "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
-    ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    cache: _RunCacheOption = None,
+    progress: _ProgressOption = True,
 ) -> None:
     """Distil a finished mixture run into one of its experts (MoE-GS Eq. 11), against a fair baseline.
 
