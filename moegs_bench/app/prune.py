@@ -55,8 +55,10 @@ def default_prune_name(source: Path, config: PruneConfig) -> str:
 
 
 def prune_run(source: Path, out_dir: Path, config: PruneConfig, *, registry: Registry, cache_dir: Path | None,
-              force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> PruneResult:
-    """Prune the finished mixture run ``source`` into ``out_dir``; see the module doc."""
+              force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+              lpips: LpipsMetric | None = None) -> PruneResult:
+    """Prune the finished mixture run ``source`` into ``out_dir``; see the module doc. ``lpips``:
+    the LPIPS of the evaluation (default: AlexNet when installed)."""
     source, out_dir = Path(source).resolve(), Path(out_dir)
     run = open_finished_run(source, registry=registry, cache_dir=cache_dir)
     if out_dir.resolve() == source or source in out_dir.resolve().parents:
@@ -74,7 +76,8 @@ def prune_run(source: Path, out_dir: Path, config: PruneConfig, *, registry: Reg
         t0 = time.perf_counter()
         scores = _scores(run, config, out_dir / IMPORTANCE_FILE, progress=progress, log=log)
         seconds = time.perf_counter() - t0
-        return _prune_and_evaluate(run, config, scores, out_dir, seconds, progress=progress, log=log)
+        return _prune_and_evaluate(run, config, scores, out_dir, seconds, progress=progress, log=log,
+                                   lpips=lpips if lpips is not None else LpipsMetric())
 
 
 def _scores(run: FinishedRun, config: PruneConfig, path: Path, *, progress: bool,
@@ -109,7 +112,8 @@ def _scores(run: FinishedRun, config: PruneConfig, path: Path, *, progress: bool
 
 
 def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torch.Tensor], out_dir: Path,
-                        score_seconds: float, *, progress: bool, log: Callable[[str], None]) -> PruneResult:
+                        score_seconds: float, *, progress: bool, log: Callable[[str], None],
+                        lpips: LpipsMetric) -> PruneResult:
     from moegs_bench.router.prune import apply_pruning, removal_masks
 
     mixture = run.mixture
@@ -132,10 +136,9 @@ def _prune_and_evaluate(run: FinishedRun, config: PruneConfig, scores: list[torc
 
     scene, bg = run.scene, run.scene.background
     log(f"evaluating the pruned mixture on {len(scene.test)} test views")
-    ev = evaluate(lambda f: mixture(f.camera, bg).image, scene, out_dir=out_dir / "renders" / "test",
-                  lpips=LpipsMetric())
+    ev = evaluate(lambda f: mixture(f.camera, bg).image, scene, out_dir=out_dir / "renders" / "test", lpips=lpips)
     log("evaluating the pruned experts' uniform average and the per-pixel oracle")
-    baselines = ensemble_baselines(mixture, scene).record(ev.metrics.psnr)
+    baselines = ensemble_baselines(mixture, scene, lpips=lpips).record(ev.metrics.psnr)
     write_gate_maps(mixture, scene, out_dir / "gates")
     src = run.record
     nbytes = mixture.total_storage_bytes()

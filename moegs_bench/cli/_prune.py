@@ -13,12 +13,13 @@ PRUNE_FLAGS = {"criterion": "--criterion", "ratio": "--ratio", "threshold": "--t
 
 def run_prune(*, run_dir: Path, criterion: str, ratio: float | None, threshold: float | None, views: int | None,
               seed: int, finetune_steps: int = 0, out: Path | None, name: str | None, force: bool, plugins: list[str], cache: Path | None,
-              progress: bool, context: ErrorContext | None = None) -> None:
+              progress: bool, context: ErrorContext | None = None, lpips: str | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry
     from moegs_bench.app.prune import default_prune_name, prune_run
     from moegs_bench.errors import computed_values
+    from moegs_bench.metrics import lpips_metric
     from moegs_bench.router.config import PruneConfig
 
     context = context if context is not None else ErrorContext(cache=cache)
@@ -30,6 +31,7 @@ def run_prune(*, run_dir: Path, criterion: str, ratio: float | None, threshold: 
     parent = out if out is not None else Path(run_dir).resolve().parent
     check_writable("--out", parent)
     check_cache_writable(cache)
+    metric = lpips_metric(lpips)
     folder = parent / (name or default_prune_name(run_dir, config))
     context.run_folder = folder
     console = Console()
@@ -38,7 +40,7 @@ def run_prune(*, run_dir: Path, criterion: str, ratio: float | None, threshold: 
                      else f"every Gaussian scoring below {config.threshold:g}") + f"; into {folder}")
     with computed_values("moegs-bench prune"):
         result = prune_run(run_dir, folder, config, registry=Registry.discover(plugins), cache_dir=cache, force=force,
-                           progress=progress, log=console.print)
+                           progress=progress, log=console.print, lpips=metric)
     print_prune_summary(console, result)
 
 
@@ -47,10 +49,12 @@ def print_prune_summary(console, result) -> None:
 
     src, new = result.source, result.pruned
     table = Table(title=f"{new.name} on {new.scene}", title_justify="left")
-    for col in ("model", "PSNR", "SSIM", "FPS", "Gaussians", "MB"):
+    for col in ("model", "PSNR", "SSIM", "LPIPS", "FPS", "Gaussians", "MB"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for label, r in (("source (as recorded)", src), ("pruned", new)):
-        table.add_row(label, f"{r.metrics.psnr:.2f}", f"{r.metrics.ssim:.4f}", f"{r.timing.render_fps:.1f}",
+        m = r.metrics
+        lpips = f"{m.lpips:.4f} ({m.lpips_metric.removeprefix('lpips_')})" if m.lpips is not None else "n/a"
+        table.add_row(label, f"{m.psnr:.2f}", f"{m.ssim:.4f}", lpips, f"{r.timing.render_fps:.1f}",
                       f"{r.num_gaussians:,}", f"{r.storage_mb:.2f}")
     console.print(table)
     console.print(f"pruned - source: {new.metrics.psnr - src.metrics.psnr:+.2f} dB PSNR, storage "

@@ -31,7 +31,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
                     retrain_experts: bool = False,
                     progress: bool, downscale: int | None = None, frames: str | None = None,
                     settings: Sequence[str] = (), given: set[str] | None = None,
-                    context: ErrorContext | None = None) -> None:
+                    context: ErrorContext | None = None, lpips: str | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry, parse_expert_list
@@ -41,6 +41,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
     from moegs_bench.config import ConfigError
     from moegs_bench.data import default_cache_dir
     from moegs_bench.errors import computed_values
+    from moegs_bench.metrics import lpips_metric
 
     context = context if context is not None else ErrorContext(cache=cache)
     values = {"profile": profile, "seed": seed, "expert_iterations": expert_iterations, "scene": scene,
@@ -77,6 +78,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
     config = RunConfig.resolve(classes, todo)  # every value validated: nothing has run yet
     check_writable("--out", out)
     check_cache_writable(cache)
+    metric = lpips_metric(lpips)  # (an explicit variant without its weights: refused before training)
 
     opened = open_configured_scene(config.scene, cache)
     loaded = opened.scene
@@ -92,7 +94,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
     cache_root = (cache if cache is not None else default_cache_dir()) / "experts"
     with computed_values("moegs-bench run"):
         result = run_mixture(request, loaded, folder, registry=registry, cache_root=cache_root, force=force,
-                             retrain_experts=retrain_experts, progress=progress, log=console.print)
+                             retrain_experts=retrain_experts, progress=progress, log=console.print, lpips=metric)
     print_summary(console, result)
 
 
@@ -100,7 +102,9 @@ def print_summary(console, result) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.mixture.name} on {result.mixture.scene}", title_justify="left")
-    for col in ("model", "PSNR", "SSIM", "LPIPS", "FPS", "Gaussians", "MB", "train s"):
+    which = result.mixture.metrics.lpips_metric  # lpips_alex_v0.1 -> "LPIPS (alex v0.1)"
+    lpips_col = "LPIPS" + (f" ({which.removeprefix('lpips_').replace('_', ' ')})" if which else "")
+    for col in ("model", "PSNR", "SSIM", lpips_col, "FPS", "Gaussians", "MB", "train s"):
         table.add_column(col, justify="left" if col == "model" else "right")
     rows = [*result.experts, result.mixture]
     best = max(r.metrics.psnr for r in result.experts)
@@ -127,10 +131,14 @@ def print_baselines(console, base: dict, mixture_psnr: float) -> None:
     """The router's gain over the experts' uniform average, and the oracle's bound."""
     avg, orc = base["uniform_average"]["psnr"], base["oracle"]["psnr"]
     closed = base["gap_closed"]
-    console.print(f"uniform average of the experts (no router): {avg:.2f} dB; mixture - average: "
-                  f"{mixture_psnr - avg:+.2f} dB (the router's gain)")
+
+    def lpips(entry: dict) -> str:  # (records before LPIPS reached the baselines have no key)
+        return f", LPIPS {entry['lpips']:.4f}" if entry.get("lpips") is not None else ""
+
+    console.print(f"uniform average of the experts (no router): {avg:.2f} dB{lpips(base['uniform_average'])}; "
+                  f"mixture - average: {mixture_psnr - avg:+.2f} dB (the router's gain)")
     console.print(f"per-pixel oracle (picks the expert closest to the ground truth: a bound, not a method): "
-                  f"{orc:.2f} dB; the router closes "
+                  f"{orc:.2f} dB{lpips(base['oracle'])}; the router closes "
                   + (f"{closed:.0%}" if closed is not None else "n/a") + " of the average-to-oracle gap")
     flicker = base.get("gate_flicker") or {}
     if flicker.get("all") is not None:

@@ -20,12 +20,13 @@ def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str,
                      seed: int, resume: bool, force: bool, plugins: list[str], cache: Path | None,
                      progress: bool, downscale: int | None = None, frames: str | None = None,
                      settings: Sequence[str] = (), given: set[str] | None = None,
-                     context: ErrorContext | None = None) -> None:
+                     context: ErrorContext | None = None, lpips: str | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry
     from moegs_bench.app.config import ExpertsConfig, open_configured_scene
     from moegs_bench.errors import computed_values
+    from moegs_bench.metrics import lpips_metric
     from moegs_bench.training.trainer import train_expert
 
     context = context if context is not None else ErrorContext(run_folder=out, cache=cache)
@@ -37,6 +38,7 @@ def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str,
     config = ExpertsConfig.resolve([cls], assignments(TRAIN_SHORTCUTS, values, given, settings, context))
     check_writable("--out", out)
     check_cache_writable(cache)
+    metric = lpips_metric(lpips)  # (an explicit variant without its weights: refused before training)
     opened = open_configured_scene(config.scene, cache)
     loaded, expert_config = opened.scene, config.experts[cls.info.id]
     console.print(f"[b]{cls.info.id}[/b] ({cls.info.method}) on {opened.scene_id}: {len(loaded.train)} training "
@@ -45,7 +47,8 @@ def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str,
     with computed_values(f"training {cls.info.id}"):
         run = train_expert(cls, loaded, out, scene_spec=opened.scene_id, config=expert_config,
                            profile=config.profile, seed=config.seed, resume=resume, force=force, progress=progress,
-                           log=console.print)
+                           log=console.print, lpips=metric)
+        run = run.with_lpips(loaded, metric)  # (a finished run evaluated with another LPIPS: this one's numbers)
     print_record(console, run.record, out)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from moegs_bench.training.contracts import ExpertClass, TrainableConfig, Trainab
 from moegs_bench.training.densify import Densifier
 from moegs_bench.training.engine import (CheckpointPaths, LoopSpec, StepLoss, TrainingHooks, remove_periodic,
                                          run_training)
-from moegs_bench.training.evaluate import evaluate
+from moegs_bench.training.evaluate import evaluate, with_lpips
 from moegs_bench.training.schedule import ParamGroup
 from moegs_bench.training.views import EpochPermutations
 
@@ -52,6 +52,17 @@ class TrainedExpert:
     record: ResultRecord
     out_dir: Path
     reused: bool  # True: a finished run was found and reported, nothing recomputed
+
+    def with_lpips(self, scene: Scene, lpips: LpipsMetric) -> TrainedExpert:
+        """The same training with its record's LPIPS that of ``lpips`` (computed again only when the
+        record holds another variant or none; the folder's own record is not rewritten)."""
+        self.expert.eval()
+        bg = scene.background.to(self.expert.device)
+        draw = lambda f: render_expert(self.expert, f.camera, bg)[0]  # noqa: E731
+        metrics = with_lpips(self.record.metrics, draw, scene, lpips)
+        if metrics is self.record.metrics:
+            return self
+        return replace(self, record=replace(self.record, metrics=metrics))
 
 
 def render_expert(expert: TrainableExpert, camera: Camera, background: Tensor | None = None):
@@ -138,14 +149,15 @@ def expert_loop(expert_cls: ExpertClass, config: TrainableConfig, seed: int) -> 
 def train_expert(
     expert_cls: ExpertClass, scene: Scene, out_dir: Path, *, scene_spec: str, config: TrainableConfig,
     profile: str, seed: int = 0, resume: bool = False, force: bool = False, progress: bool = True,
-    log: Callable[[str], None] = print, wait: bool = False,
+    log: Callable[[str], None] = print, wait: bool = False, lpips: LpipsMetric | None = None,
 ) -> TrainedExpert:
     """Train (or resume, or reuse) one expert on ``scene`` into ``out_dir``; see the module doc.
 
     The folder is locked while this runs (:func:`moegs_bench.run_folder.working_in`): another
     process working there is refused, or waited for with ``wait`` (a shared cache entry). A
     finished run in a folder this process cannot write (a colleague's, a read-only mount) is read
-    without the lock."""
+    without the lock. ``lpips``: the LPIPS of a new evaluation (default: AlexNet when installed); a
+    finished run's record is returned as it was written (see :meth:`TrainedExpert.with_lpips`)."""
     out_dir = Path(out_dir)
     expert_id = expert_cls.info.id
     identity = {"kind": EXPERT_RUN, "expert": expert_id, "state_version": expert_cls.state_version,
@@ -168,7 +180,7 @@ def train_expert(
                 log(f"{out_dir}: finished run of {expert_id} found; reporting it (pass --force to retrain)")
                 return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
             log(f"{out_dir}: {expert_id} finished training; evaluating it")
-        return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed)
+        return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed, lpips)
 
 
 def open_trained_expert(expert_cls: ExpertClass, scene: Scene, folder: Path, *, config: TrainableConfig,
@@ -189,20 +201,20 @@ def open_trained_expert(expert_cls: ExpertClass, scene: Scene, folder: Path, *, 
 
 
 def _finish(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
-            profile: str, seed: int, train_seconds: float) -> TrainedExpert:
-    record = expert_record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds)
+            profile: str, seed: int, train_seconds: float, lpips: LpipsMetric | None) -> TrainedExpert:
+    record = expert_record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds, lpips=lpips)
     write_record(out_dir / RESULTS_FILE, record)
     return TrainedExpert(expert, record, out_dir, reused=False)
 
 
 def expert_record(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
-                  profile: str, seed: int, train_seconds: float) -> ResultRecord:
-    """Evaluate a trained ``expert`` on the test views (renders into ``out_dir/renders/test``) and
-    make its results record."""
+                  profile: str, seed: int, train_seconds: float, *, lpips: LpipsMetric | None = None) -> ResultRecord:
+    """Evaluate a trained ``expert`` on the test views (renders into ``out_dir/renders/test``; LPIPS
+    of ``lpips``, default AlexNet when installed) and make its results record."""
     expert.eval()
     bg = scene.background.to(expert.device)
     ev = evaluate(lambda f: render_expert(expert, f.camera, bg)[0], scene,
-                  out_dir=out_dir / "renders" / "test", lpips=LpipsMetric())
+                  out_dir=out_dir / "renders" / "test", lpips=lpips)
     nbytes = expert.storage_bytes()
     return ResultRecord(
         kind="expert", name=expert.info.id, scene=scene_spec, config={"profile": profile, **config.to_dict()},
