@@ -190,9 +190,22 @@ def test_run_and_train_refuse_a_crafted_router_or_expert_checkpoint(small_scene,
     assert not marker.exists()
 
 
+def _restricted_unpickler_only(tree: ast.Module) -> bool:
+    """The module's one use of ``pickle``: a ``pickle.Unpickler`` subclass that overrides
+    ``find_class`` (an allow-list of globals); no ``pickle.load``/``loads``/``Unpickler(...)`` call."""
+    subclasses = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+                  and any(ast.unparse(b) == "pickle.Unpickler" for b in n.bases)]
+    guarded = subclasses and all(any(isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in c.body)
+                                 for c in subclasses)
+    direct = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+              and ast.unparse(n.func) in ("pickle.load", "pickle.loads", "pickle.Unpickler")]
+    return bool(guarded) and not direct
+
+
 def test_no_code_path_unpickles_untrusted_data():
     """Every ``torch.load`` in the package passes ``weights_only=True``; no ``pickle`` loads and no
-    ``np.load(allow_pickle=True)`` (numpy's default is False)."""
+    ``np.load(allow_pickle=True)`` (numpy's default is False). The one module allowed to import
+    ``pickle`` uses it only through an allow-list unpickler (the LPIPS backbones' numpy arrays)."""
     offenders = []
     for folder in ("moegs_bench", "experts", "adapters", "router", "reports"):
         for path in sorted((ROOT / folder).rglob("*.py")):
@@ -201,7 +214,9 @@ def test_no_code_path_unpickles_untrusted_data():
                 where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-                    if any(n and n.split(".")[0] in ("pickle", "cPickle", "dill", "joblib") for n in names):
+                    if any(n and n.split(".")[0] in ("cPickle", "dill", "joblib") for n in names) or (
+                            any(n and n.split(".")[0] == "pickle" for n in names)
+                            and not (isinstance(node, ast.Import) and _restricted_unpickler_only(tree))):
                         offenders.append(f"{where}: imports a pickle module")
                 if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
                     continue

