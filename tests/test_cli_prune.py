@@ -39,6 +39,8 @@ def test_prune_writes_a_derived_run_and_leaves_the_source_alone(finished, tmp_pa
         columns = load_checkpoint(out / "router" / "mixture.pt").states["router"]["columns"][eid]
         assert all(c.shape == (n,) for c in columns.values())
     assert folder_files(run) == before  # the source run is only read
+    avg = record["extra"]["baselines"]["uniform_average"]["psnr"]  # the summary says what the router buys
+    assert f"uniform average of the experts (no router): {avg:.2f} dB" in " ".join(proc.stdout.split())
     again = cli(*args)
     assert again.returncode == 0 and "finished prune found" in again.stdout
 

@@ -60,4 +60,9 @@ def print_prune_summary(console, result) -> None:
     console.print(f"pruned - source: {new.metrics.psnr - src.metrics.psnr:+.2f} dB PSNR, storage "
                   f"{new.storage_bytes / src.storage_bytes:.0%} of the source's; FPS are measured at different "
                   f"times (benchmarks/pruning.py compares them side by side)")
+    base = new.extra.get("baselines")
+    if base:  # the pruned experts' average and oracle: what the pruned router still buys
+        from moegs_bench.cli._run import print_baselines
+
+        print_baselines(console, base, new.metrics.psnr)
     console.print(f"results: {result.out_dir / 'results' / 'mixture.json'}  gate maps: {result.out_dir / 'gates'}")
