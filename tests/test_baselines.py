@@ -78,3 +78,46 @@ def test_without_masks_the_regions_are_na_with_the_reason(finished, tmp_path):
     shutil.rmtree(bare / "regions")
     out = ensemble_baselines(run.mixture, load_scene(bare)).record(20.0)
     assert out["regions"] is None and "no region masks" in out["regions_unavailable_reason"]
+
+
+def test_router_analysis_benchmark_on_a_finished_run(finished):
+    """benchmarks/router_analysis.py: its avg / mix / oracle are the run's recorded ones, and its
+    global blend is the least-squares optimum (checked against a brute-force grid of weights)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    _, run, cache = finished
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "router_analysis.py"), str(run), "--cache",
+                          str(cache), "--fit-views", "3", "--train-views", "3"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    header, row = (line.split() for line in out.splitlines()[1:3])
+    cells = dict(zip(header, row))
+    record = json.loads((run / "results" / "mixture.json").read_text())
+    base = record["extra"]["baselines"]
+    assert float(cells["avg"]) == pytest.approx(base["uniform_average"]["psnr"], abs=0.006)
+    assert float(cells["oracle"]) == pytest.approx(base["oracle"]["psnr"], abs=0.006)
+    assert float(cells["mix"]) == pytest.approx(record["metrics"]["psnr"], abs=0.006)
+    assert 0.5 <= float(cells["maxG"]) <= 1.0 and 0 <= float(cells["agree"]) <= 1
+
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from router_analysis import global_fit
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    opened = open_finished_run(run, registry=Registry.discover(), cache_dir=cache)
+    w = global_fit(opened, 3)  # [2]
+    assert float(w.sum()) == pytest.approx(1.0, abs=1e-5)
+    frames = list(opened.scene.train)[::3]
+    with torch.no_grad():
+        images = [opened.mixture.render_experts(f.camera, opened.scene.background, mode="separate").images
+                  for f in frames]  # each [2, H, W, 3]
+    gts = [opened.scene.image(f) for f in frames]
+
+    def loss(a: float) -> float:
+        return sum(float(((a * im[0] + (1 - a) * im[1]).double() - gt.double()).square().sum())
+                   for im, gt in zip(images, gts))
+
+    grid = min(loss(a) for a in torch.linspace(-0.5, 1.5, 201).tolist())
+    assert loss(float(w[0])) <= grid + 1e-6 * grid
