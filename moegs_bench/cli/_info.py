@@ -7,12 +7,9 @@ its reason; it never aborts the command.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import shutil
-import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from moegs_bench.cli._common import dist_version, versions
