@@ -4,6 +4,7 @@ plain pickle / torch.load, brute-force gradients; and the ways its weights can b
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from dataclasses import replace
@@ -25,7 +26,9 @@ from test_cli import cli
 DATA = Path(__file__).parent / "data" / "lpips"
 
 
+@functools.cache
 def _status(name: str) -> tuple[bool, str]:
+    """Whether the variant's weights are installed (hashing them once per test session)."""
     from moegs_bench.metrics import lpips_variant_status
 
     return lpips_variant_status(name)
@@ -71,6 +74,7 @@ def _site_file(spec) -> Path:
     return Path(str(dist.locate_file(spec.member)))
 
 
+@functools.cache
 def reference_weights(name: str) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
     """Conv layers (OIHW float64) and linear layers, read with plain pickle and torch.load."""
     with _site_file(WEIGHT_FILES[f"{name}.backbone"]).open("rb") as f:

@@ -298,3 +298,15 @@ def facts_table(title: str, facts: dict[str, object]):
     for key, value in facts.items():
         table.add_row(key, str(value))
     return table
+
+
+def lpips_name(metric_id: str) -> str:
+    """``lpips_alex_v0.1`` -> ``alex v0.1`` (a record's ``metrics.lpips_metric``, for tables)."""
+    return metric_id.removeprefix("lpips_").replace("_", " ")
+
+
+def lpips_text(metrics: Any, *, named: bool = False) -> str:
+    """A record's LPIPS for a table cell: ``0.0771``, with `` (alex v0.1)`` when ``named``, or ``n/a``."""
+    if metrics.lpips is None:
+        return "n/a"
+    return f"{metrics.lpips:.4f}" + (f" ({lpips_name(metrics.lpips_metric)})" if named else "")

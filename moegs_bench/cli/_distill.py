@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moegs_bench.cli._common import ErrorContext, UserError, check_cache_writable, check_folder_name, check_writable
+from moegs_bench.cli._common import (ErrorContext, UserError, check_cache_writable, check_folder_name, check_writable,
+                                     lpips_text)
 
 #: The settings of ``distill`` by flag (README, "Distillation"): errors about a key name the flag.
 DISTILL_FLAGS = {"student": "--student", "lam": "--lam", "steps": "--steps", "from_scratch": "--from-scratch"}
@@ -82,17 +83,15 @@ def print_distill_summary(console, job, rows, base) -> None:
     for col in ("student", "steps", "PSNR", "SSIM", "LPIPS", "vs baseline", "Gaussians"):
         table.add_column(col, justify="left" if col == "student" else "right")
 
-    def lpips(r) -> str:
-        return f"{r.metrics.lpips:.4f}" if r.metrics.lpips is not None else "n/a"
 
     table.add_row("as trained in the run", str(job.config.train.iterations), f"{src.metrics.psnr:.2f}",
-                  f"{src.metrics.ssim:.4f}", lpips(src), "", f"{src.num_gaussians:,}")
+                  f"{src.metrics.ssim:.4f}", lpips_text(src.metrics), "", f"{src.num_gaussians:,}")
     for label, result in rows:
         r = result.record
         gain = "" if base is None or result is base else f"{r.metrics.psnr - base.record.metrics.psnr:+.2f} dB"
         settings = r.extra["distill"]
         table.add_row(label, f"{settings['start_step']}+{settings['steps']}", f"{r.metrics.psnr:.2f}",
-                      f"{r.metrics.ssim:.4f}", lpips(r), gain, f"{r.num_gaussians:,}")
+                      f"{r.metrics.ssim:.4f}", lpips_text(r.metrics), gain, f"{r.num_gaussians:,}")
     console.print(table)
     for label, result in rows:
         console.print(f"{label}: {result.out_dir}")

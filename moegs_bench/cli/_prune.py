@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_folder_name, check_writable
+from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_folder_name, check_writable, lpips_text
 
 #: The settings of ``prune`` by flag (README, "Pruning"): errors about a key name the flag.
 PRUNE_FLAGS = {"criterion": "--criterion", "ratio": "--ratio", "threshold": "--threshold", "views": "--views",
@@ -53,9 +53,8 @@ def print_prune_summary(console, result) -> None:
         table.add_column(col, justify="left" if col == "model" else "right")
     for label, r in (("source (as recorded)", src), ("pruned", new)):
         m = r.metrics
-        lpips = f"{m.lpips:.4f} ({m.lpips_metric.removeprefix('lpips_')})" if m.lpips is not None else "n/a"
-        table.add_row(label, f"{m.psnr:.2f}", f"{m.ssim:.4f}", lpips, f"{r.timing.render_fps:.1f}",
-                      f"{r.num_gaussians:,}", f"{r.storage_mb:.2f}")
+        table.add_row(label, f"{m.psnr:.2f}", f"{m.ssim:.4f}", lpips_text(m, named=True),
+                      f"{r.timing.render_fps:.1f}", f"{r.num_gaussians:,}", f"{r.storage_mb:.2f}")
     console.print(table)
     console.print(f"pruned - source: {new.metrics.psnr - src.metrics.psnr:+.2f} dB PSNR, storage "
                   f"{new.storage_bytes / src.storage_bytes:.0%} of the source's; FPS are measured at different "

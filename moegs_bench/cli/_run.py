@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moegs_bench.cli._common import (TRAINING_SHORTCUTS, ErrorContext, Shortcut, assignments, check_cache_writable,
-                                     check_folder_name, check_writable)
+                                     check_folder_name, check_writable, lpips_name, lpips_text)
 
 #: Shortcut flags of ``run`` and the keys they set (README, "Settings"), applied in this order
 #: before ``--set``: (parameter, flag, key, value from the parameter's value).
@@ -102,8 +102,8 @@ def print_summary(console, result) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.mixture.name} on {result.mixture.scene}", title_justify="left")
-    which = result.mixture.metrics.lpips_metric  # lpips_alex_v0.1 -> "LPIPS (alex v0.1)"
-    lpips_col = "LPIPS" + (f" ({which.removeprefix('lpips_').replace('_', ' ')})" if which else "")
+    which = result.mixture.metrics.lpips_metric
+    lpips_col = "LPIPS" + (f" ({lpips_name(which)})" if which else "")
     for col in ("model", "PSNR", "SSIM", lpips_col, "FPS", "Gaussians", "MB", "train s"):
         table.add_column(col, justify="left" if col == "model" else "right")
     rows = [*result.experts, result.mixture]
@@ -112,7 +112,7 @@ def print_summary(console, result) -> None:
         m, t = r.metrics, r.timing
         table.add_row(
             r.name if r.kind == "expert" else "[b]mixture[/b]", f"{m.psnr:.2f}", f"{m.ssim:.4f}",
-            f"{m.lpips:.4f}" if m.lpips is not None else "n/a", f"{t.render_fps:.1f}", f"{r.num_gaussians:,}",
+            lpips_text(m), f"{t.render_fps:.1f}", f"{r.num_gaussians:,}",
             f"{r.storage_mb:.2f}", f"{t.train_seconds:.0f}",
         )
     console.print(table)
