@@ -129,10 +129,11 @@ class Distillation:
 
     def train(self, config: DistillConfig, out_dir: Path, *, baseline: DistillResult | None = None,
               force: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-              lpips: LpipsMetric | None = None) -> DistillResult:
+              lpips: LpipsMetric | None = None, wait: bool = False) -> DistillResult:
         """Distil (``config.lam`` set) or train the fair baseline (``lam`` None) into ``out_dir``;
         ``baseline`` (the finished baseline) is recorded beside the student's; ``lpips``: the LPIPS
-        of the evaluation (default: AlexNet when installed)."""
+        of the evaluation (default: AlexNet when installed). ``wait``: when another process works in
+        ``out_dir`` (a baseline shared by several distillations), wait for it instead of refusing."""
         if config.student != self.student:
             raise ValueError(f"config is for {config.student}, this distillation's student is {self.student}")
         out_dir = Path(out_dir)
@@ -149,7 +150,7 @@ class Distillation:
                     "profile": profile, "config": student_config.to_dict(), "scene": run.scene_id,
                     "dataset": run.identity["dataset"], "seed": seed, "source": str(run.folder),
                     "source_created": run.record.provenance.created, "distill": settings}
-        with working_in(out_dir, identity, what="distillation", owned=OWNED, force=force):
+        with working_in(out_dir, identity, what="distillation", owned=OWNED, force=force, wait=wait, on_wait=log):
             if (out_dir / RESULTS_FILE).is_file():
                 log(f"{out_dir}: finished distillation found; reporting it (pass --force to redo)")
                 return DistillResult(out_dir, read_record(out_dir / RESULTS_FILE), reused=True)

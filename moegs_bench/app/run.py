@@ -207,7 +207,7 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
     """The run's experts: finished ``--expert-run`` trainings, or cache entries reused, trained or
     resumed (one process at a time per entry); ``experts.json`` records where each came from. Each
     record's LPIPS is ``lpips``'s (:meth:`~moegs_bench.training.trainer.TrainedExpert.with_lpips`)."""
-    from moegs_bench.training.trainer import RESULTS_FILE, open_trained_expert, train_expert
+    from moegs_bench.training.trainer import open_trained_expert
 
     experts, records = [], []
     runs = dict(request.expert_runs)
@@ -216,25 +216,15 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
     for cls in classes:
         eid = cls.info.id
         config = request.config.experts[eid]  # the profile's (stretched, --set) or the folder's
-        cached = eid not in sources
-        if cached:
-            profile, seed = request.profile, request.seed
-            folder = expert_cache_folder(cache_root, request.scene_spec, cls, config, profile, seed, scene.state)
-        else:
+        if eid in sources:  # (a finished train-expert or distill folder, checked by check_expert_run: only read)
             profile, seed, folder = sources[eid]["profile"], sources[eid]["seed"], Path(runs[eid])
-        finished = (folder / RESULTS_FILE).is_file() and not (cached and retrain)
-        log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
-        if not cached:  # (a finished train-expert or distill folder, checked by check_expert_run: only read)
+            log(f"{eid}: reusing the finished run in {folder}")
             trained = open_trained_expert(cls, scene, folder, config=config, seed=seed)
         else:
-            try:
-                trained = train_expert(cls, scene, folder, scene_spec=request.scene_spec, config=config,
-                                       profile=profile, seed=seed, resume=True, force=retrain, progress=progress,
-                                       wait=True, log=(lambda _: None) if finished else log,  # (its "--force
-                                       lpips=lpips)  # to retrain" is not ours)
-            except (CheckpointError, RunFolderError) as e:
-                raise RunFolderError(f"{eid}: the cached training in {folder} cannot be used ({e}); pass "
-                                     "--retrain-experts to retrain it, or remove that folder") from None
+            profile, seed = request.profile, request.seed
+            trained, folder = train_cached_expert(cls, config, scene, request.scene_spec, profile=profile, seed=seed,
+                                                  cache_root=cache_root, retrain=retrain, progress=progress, log=log,
+                                                  lpips=lpips)
         trained = trained.with_lpips(scene, lpips)
         experts.append(trained.expert)
         records.append(trained.record)
@@ -243,6 +233,33 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
                            "train_seconds": trained.record.timing.train_seconds}
         _write_json(known, provenance)
     return experts, records
+
+
+def train_cached_expert(cls: type[Expert], config: ExpertConfig, scene: Scene, scene_id: str, *, profile: str,
+                        seed: int, cache_root: Path, retrain: bool = False, progress: bool = True,
+                        log: Callable[[str], None] = print, lpips: LpipsMetric | None = None,
+                        on_folder: Callable[[Path], None] | None = None) -> tuple[Any, Path]:
+    """The expert's training in the shared cache (:func:`expert_cache_folder`): reused when
+    finished, else trained or resumed there, the entry locked meanwhile (a second process waits
+    for it, then reuses it); ``retrain`` trains it again. ``on_folder`` is told the entry's folder
+    first. Returns the :class:`~moegs_bench.training.trainer.TrainedExpert` and the folder."""
+    from moegs_bench.training.trainer import RESULTS_FILE, train_expert
+
+    eid = cls.info.id
+    folder = expert_cache_folder(cache_root, scene_id, cls, config, profile, seed, scene.state)
+    if on_folder is not None:
+        on_folder(folder)
+    finished = (folder / RESULTS_FILE).is_file() and not retrain
+    log(f"{eid}: {'reusing the finished run in' if finished else 'training into'} {folder}")
+    try:
+        trained = train_expert(cls, scene, folder, scene_spec=scene_id, config=config, profile=profile, seed=seed,
+                               resume=True, force=retrain, progress=progress, wait=True,
+                               log=(lambda _: None) if finished else log,  # (its "--force to retrain" is not ours)
+                               lpips=lpips)
+    except (CheckpointError, RunFolderError) as e:
+        raise RunFolderError(f"{eid}: the cached training in {folder} cannot be used ({e}); pass "
+                             "--retrain-experts to retrain it, or remove that folder") from None
+    return trained, folder
 
 
 def _mixture(request: RunRequest, scene: Scene, out_dir: Path, experts: list[Expert], records: list[ResultRecord],
@@ -332,4 +349,5 @@ def write_gate_video(mixture, scene: Scene, path: Path, fps: int = 10) -> int:
 
 
 __all__ = ["RunFolderError", "RunRequest", "RunResult", "check_expert_run", "default_run_name",
-           "expert_cache_folder", "run_mixture", "scene_slug", "write_gate_maps", "write_gate_video"]
+           "expert_cache_folder", "run_mixture", "scene_slug", "train_cached_expert", "write_gate_maps",
+           "write_gate_video"]

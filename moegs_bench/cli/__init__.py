@@ -628,6 +628,12 @@ def distill(
                                  help="Folder name of the distilled student (default: "
                                       "RUN_NAME_distill-ID-lamL-STEPS; one --lam value only)."),
     ] = None,
+    baseline_out: Annotated[
+        Path | None, typer.Option("--baseline-out", show_default=False,
+                                  help="Parent of the fair baseline's folder (default: --out). Distillations of one "
+                                       "student with the same steps share it: the first trains it, the others "
+                                       "reuse it (or wait for it while it trains)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo a finished distillation in the same folder "
                                                         "(not the baseline).")] = False,
     plugins: _PluginOption = None,
@@ -651,7 +657,119 @@ def distill(
     with command_errors(context):
         run_distill(run_dir=run_dir, student=student, lams=lam, steps=steps, from_scratch=from_scratch,
                     baseline=baseline, out=out, name=name, force=force, plugins=plugins or [], cache=cache,
-                    progress=progress, context=context, lpips=_choice(lpips))
+                    progress=progress, context=context, lpips=_choice(lpips), baseline_out=baseline_out)
+
+
+sweep_app = _sub_app("sweep", "Sweeps: ablations over experts, router settings, pruning and distillation, run "
+                              "locally or on SLURM (README, \"Sweeps\").")
+
+_SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="The sweep spec (YAML; README, \"Sweeps\").",
+                                               show_default=False)]
+_SweepDirArgument = Annotated[Path, typer.Argument(metavar="DIR", help="A sweep folder (made by sweep run).",
+                                                   show_default=False)]
+_SweepOutOption = Annotated[
+    Path | None, typer.Option("--out", "-o", show_default=False,
+                              help="The sweep folder (default: runs/sweeps/NAME, NAME the spec's name)."),
+]
+_SweepSetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", show_default=False,
+                 help="Set a point key of every point (repeatable; the value is read as YAML), e.g. "
+                      "[b]profile=paper[/b]; a run key of a prune or distill sweep sets its source run."),
+]
+SweepLauncher = Enum("SweepLauncher", {n: n for n in ("debug", "local", "slurm")}, type=str)  # type: ignore[misc]
+
+
+@sweep_app.command("plan")
+def sweep_plan(
+    spec: _SpecArgument,
+    out: _SweepOutOption = None,
+    settings: _SweepSetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+) -> None:
+    """Print the points of a sweep and which are finished; runs and writes nothing.
+
+    Every point is resolved as its command would resolve it, so a bad key or value in the spec is
+    reported here, naming its place in the file.
+    """
+    from moegs_bench.cli._sweep import run_plan
+
+    with command_errors():
+        run_plan(spec_file=spec, out=out, settings=settings or [], as_json=as_json)
+
+
+@sweep_app.command("run")
+def sweep_run(
+    spec: _SpecArgument,
+    out: _SweepOutOption = None,
+    launcher: Annotated[
+        SweepLauncher | None,
+        typer.Option("--launcher", "-l", case_sensitive=False, show_default=False,
+                     help="[b]debug[/b]: one point after the other in this process; [b]local[/b]: a pool of "
+                          "processes on this machine; [b]slurm[/b]: job arrays through submitit. Default: the "
+                          "spec's resources.launcher."),
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", "-j", min=1, show_default=False,
+                                 help="Points at once (local pool size; SLURM array %N). Default: the spec's "
+                                      "resources.array_parallelism."),
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed points again.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run; write nothing.")] = False,
+    settings: _SweepSetOption = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", show_default=False,
+                     help="Expert cache every point shares (default: $MOEGS_BENCH_CACHE or ~/.cache/moegs-bench); "
+                          "on a cluster, a folder every node sees."),
+    ] = None,
+    progress: _ProgressOption = True,
+) -> None:
+    """Run a sweep: every point not finished yet, stage after stage (experts, runs, prune/distill).
+
+    Each expert a point needs is trained once, in the first stage, into the shared expert cache;
+    the mixture points then reuse it. Finished points are skipped, failed ones too unless
+    [cyan]--retry-failed[/cyan]; a killed point resumes from its checkpoints. The local launcher
+    shows a live table; the slurm launcher submits and returns (exit code 1 when a point failed).
+    """
+    from moegs_bench.cli._sweep import run_sweep
+
+    with command_errors():
+        code = run_sweep(spec_file=spec, out=out, launcher=_choice(launcher), max_parallel=max_parallel,
+                         retry_failed=retry_failed, dry_run=dry_run, settings=settings or [], cache=cache,
+                         progress=progress)
+    raise typer.Exit(code)
+
+
+@sweep_app.command("status")
+def sweep_status(
+    sweep_dir: _SweepDirArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """A table of the points: done, running, failed, lost, queued or pending.
+
+    Read from the points' own files, never from SLURM accounting: [b]failed[/b] shows the log and
+    the error; [b]lost[/b] is a point killed while running (or a SLURM job that is gone), which the
+    next [cyan]sweep run[/cyan] runs again; [b]queued[/b] is submitted to SLURM and not started.
+    """
+    from moegs_bench.cli._sweep import run_status
+
+    with command_errors():
+        run_status(sweep_dir=sweep_dir, as_json=as_json)
+
+
+@sweep_app.command("collect")
+def sweep_collect(sweep_dir: _SweepDirArgument) -> None:
+    """Gather every finished point's records into one table (CSV and Parquet).
+
+    Writes [cyan]DIR/results/results.csv[/cyan] and [cyan]DIR/results/results.parquet[/cyan]: one row per
+    model per point (each expert, the mixture, the uniform average, the oracle; a distilled student
+    and its baseline), with the point's scene, seed and axis values as columns (README, "Sweeps").
+    """
+    from moegs_bench.cli._sweep import run_collect
+
+    with command_errors():
+        run_collect(sweep_dir=sweep_dir)
 
 
 def _choice(value: Enum | None) -> str | None:

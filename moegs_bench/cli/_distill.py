@@ -26,7 +26,8 @@ def parse_lams(text: str) -> list[float]:
 
 def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, from_scratch: bool, baseline: bool,
                 out: Path | None, name: str | None, force: bool, plugins: list[str], cache: Path | None,
-                progress: bool, context: ErrorContext | None = None, lpips: str | None = None) -> None:
+                progress: bool, context: ErrorContext | None = None, lpips: str | None = None,
+                baseline_out: Path | None = None) -> None:
     from rich.console import Console
 
     from moegs_bench.adapters.registry import Registry
@@ -45,6 +46,9 @@ def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, fr
             raise UserError("--name: one folder name for several --lam values; leave --name out")
     parent = out if out is not None else Path(run_dir).resolve().parent
     check_writable("--out", parent)
+    baseline_parent = parent if baseline_out is None else baseline_out
+    if baseline_out is not None:
+        check_writable("--baseline-out", baseline_out)
     check_cache_writable(cache)
     metric = lpips_metric(lpips)
     console = Console()
@@ -60,10 +64,11 @@ def run_distill(*, run_dir: Path, student: str, lams: str, steps: int | None, fr
         base = None
         if baseline:
             base_config = DistillConfig(student=student, lam=None, steps=steps, from_scratch=from_scratch)
-            folder = parent / job.default_name(base_config)
+            folder = baseline_parent / job.default_name(base_config)
             context.run_folder = folder
             console.print(f"fair baseline (the same {n} steps on the ground truth alone): {folder}")
-            base = job.train(base_config, folder, progress=progress, log=console.print, lpips=metric)
+            base = job.train(base_config, folder, progress=progress, log=console.print, lpips=metric,
+                             wait=True)  # (shared by distillations running at once: one trains it)
             rows.append(("baseline (ground truth)", base))
         for config in configs:
             folder = parent / (name or job.default_name(config))
