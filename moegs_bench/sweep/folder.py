@@ -82,14 +82,16 @@ class SweepFolder:
     def create_or_check(cls, root: Path, spec: SweepSpec, plan: Sequence[Point], spec_text: str,
                         cache: Path) -> SweepFolder:
         """The folder of this spec: created (spec, plan) when new or empty; an existing folder must
-        hold the same sweep (the same resolved spec, resources aside): a folder of another spec or of
-        something else is refused."""
+        hold the same sweep (the same resolved spec, its name and resources aside), with the same
+        expert cache: a folder of another spec or of something else is refused."""
         folder = cls(root)
         frozen = spec.to_dict()
-        frozen.pop("resources")
+        for key in ("resources", "name"):  # (neither changes a point: a rerun may give other resources)
+            frozen.pop(key)
         if folder.meta_path.is_file():
             old = folder.read_spec()
-            old.pop("resources", None)
+            for key in ("resources", "name"):
+                old.pop(key, None)
             if old != frozen:
                 diff = sorted(k for k in set(old) | set(frozen) if old.get(k) != frozen.get(k))
                 raise SweepFolderError(f"{root}: holds the sweep of another spec (it differs in {', '.join(diff)}); "

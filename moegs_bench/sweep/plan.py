@@ -69,8 +69,19 @@ class Point:
 
 
 def point_id(identity: Mapping[str, Any]) -> str:
-    """The id of a point: 12 hex digits of the SHA-256 of its identity (canonical JSON)."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """The id of a point: 12 hex digits of the SHA-256 of its identity (canonical JSON, a whole
+    float written as an integer: ``temperature: 1`` and ``1.0`` are one setting)."""
+    return hashlib.sha256(json.dumps(_canonical(identity), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def build_plan(spec: SweepSpec) -> list[Point]:

@@ -166,8 +166,9 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_spec(path: Path | str, overrides: Sequence[str] = ()) -> SweepSpec:
-    """Read and check the spec file ``path``; ``overrides`` (``KEY=VALUE``) set keys of ``settings``
-    (or of ``source``, for a run key of a prune or distill sweep) on top of the file."""
+    """Read and check the spec file ``path``; ``overrides`` (``(key, value)`` pairs, see
+    :func:`parse_override`) set keys of ``settings`` (or of ``source``, for a run key of a prune or
+    distill sweep), or of ``resources`` (``resources.time_min``), on top of the file."""
     path = Path(path)
     where = str(path)
     try:
@@ -215,7 +216,11 @@ def parse_spec(data: Mapping[str, Any], *, where: str, default_name: str, overri
                                          "keys in settings")
     if command != "run" and "experts" not in source:
         raise SpecError(where, "source.experts", f"a {command} sweep needs the experts of the run it starts from")
+    resources_data = _mapping(data.get("resources", {}), where, "resources")
     for key, value in overrides:
+        if key.startswith("resources."):
+            resources_data[key.removeprefix("resources.")] = value
+            continue
         target = settings if command == "run" or point_key_kind(command, key) == "point" else source
         target[key] = value
     for key in settings:
@@ -244,7 +249,7 @@ def parse_spec(data: Mapping[str, Any], *, where: str, default_name: str, overri
         exclude.append(entry)
     plugins = _str_list(data.get("plugins", []), where, "plugins")
     try:
-        resources = config_from_dict(Resources, data.get("resources", {}) or {}, key="resources")
+        resources = config_from_dict(Resources, resources_data, key="resources")
     except ConfigError as e:
         raise SpecError(where, e.key, e.problem) from None
     return SweepSpec(name=name, command=command, scenes=tuple(_absolute_scene(s) for s in scenes),
