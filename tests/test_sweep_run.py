@@ -121,7 +121,8 @@ def test_failed_points_are_recorded_skipped_and_retried(tmp_path, run_sweep, cac
                  f"{QUICK}, router.temperature: 0.5}}\ncombine: zip\n"
                  "axes:\n  ratio: [0.5, null]\n  threshold: [null, 1.0e+30]\n")
     out = tmp_path / "sweep"
-    proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "debug", "--no-progress")
+    proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "local", "-j", "2",
+                 "--no-progress")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     folder = SweepFolder.open(out)
     states = {s.point.values.get("threshold"): s for s in folder.states() if s.point.stage == "prune"}
@@ -130,20 +131,22 @@ def test_failed_points_are_recorded_skipped_and_retried(tmp_path, run_sweep, cac
     assert bad.state == "failed" and bad.status["exit_code"] == 2 and bad.status["attempts"] == 1
     proc = sweep("status", str(out))
     assert bad.point.id in proc.stdout and "failed" in proc.stdout
+    table = proc
     status = json.loads(sweep("status", str(out), "--json").stdout)
     failed = next(s for s in status if s["point"] == bad.point.id)
     assert failed["state"] == "failed" and failed["error"]
+    assert failed["log"] == str(folder.log_path(bad.point)) and f"  log: {failed['log']}" in table.stdout
+    log = folder.log_path(bad.point).read_text()
+    assert "Error:" in log and failed["error"] in log and bad.status["tail"]
     # a rerun leaves the failed point alone; --retry-failed runs it again
     proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "debug", "--no-progress")
     assert proc.returncode == 0 and "nothing to run" in proc.stdout
-    proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "local",
+    proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "debug",
                  "--retry-failed", "--no-progress")
     assert proc.returncode == 1
     status = folder.status(bad.point)
     assert status["attempts"] == 2 and status["state"] == "failed"
-    assert status["log"] == str(folder.log_path(bad.point))
-    log = folder.log_path(bad.point).read_text()
-    assert "Error:" in log and status["error"] in log and status["tail"]
+    assert "Error:" in proc.stdout + proc.stderr and status["error"] in proc.stdout + proc.stderr
 
 
 def test_distill_points_share_one_baseline(tmp_path, cache, scene):

@@ -712,7 +712,8 @@ def sweep_run(
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", "-j", min=1, show_default=False,
                                  help="Points at once (local pool size; SLURM array %N). Default: the spec's "
-                                      "resources.array_parallelism."),
+                                      "resources.array_parallelism (local: at most the CPU cores / "
+                                      "resources.cpus_per_task)."),
     ] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed points again.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would run; write nothing.")] = False,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from moegs_bench.cli._common import UserError, check_writable
 
@@ -47,26 +50,31 @@ def run_plan(*, spec_file: Path, out: Path | None, settings: Sequence[str], as_j
 
 
 def print_states(console, states, *, logs: bool = False) -> None:
+    """A table of the points' states; with ``logs``, their attempts and job ids, and then each
+    failed or lost point's error and log file on lines of their own (to copy)."""
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for col in ("point", "stage", "state", "what", *(["tries", "job", "log / error"] if logs else [])):
-        table.add_column(col, no_wrap=col in ("point", "stage", "state"))
-    style = {"done": "green", "failed": "red", "lost": "yellow", "running": "cyan"}
-    for s in states:
-        row = [s.point.id, s.point.stage, f"[{style.get(s.state, '')}]{s.state}[/]" if s.state in style else s.state,
-               s.point.label]
-        if logs:
-            detail = ""
-            if s.state in ("failed", "lost"):
-                detail = f"{s.status.get('log') or '-'}" + (f"\n{s.status['error']}" if s.status.get("error") else "")
-            row += [str(s.status.get("attempts", 0)), str(s.status.get("job_id") or ""), detail]
-        table.add_row(*row)
-    console.print(table)
-    counts = Counter(s.state for s in states)
     from moegs_bench.sweep.folder import POINT_STATES
 
+    table = Table(box=None, pad_edge=False)
+    for col in ("point", "stage", "state", *(["tries", "job"] if logs else []), "what"):
+        table.add_column(col, no_wrap=col != "what")
+    style = {"done": "green", "failed": "red", "lost": "yellow", "running": "cyan"}
+    for s in states:
+        state = f"[{style[s.state]}]{s.state}[/]" if s.state in style else s.state
+        extra = [str(s.status.get("attempts", 0)), str(s.status.get("job_id") or "")] if logs else []
+        table.add_row(s.point.id, s.point.stage, state, *extra, escape(s.point.label))
+    console.print(table)
+    counts = Counter(s.state for s in states)
     console.print(" · ".join(f"{k} {counts[k]}" for k in POINT_STATES if counts[k]) + f" (of {len(states)} points)")
+    if logs:
+        for s in states:
+            if s.state in ("failed", "lost"):
+                say = "failed" if s.state == "failed" else "lost (killed or gone from the queue; runs again)"
+                console.print(f"{s.point.id} {say}: {s.status.get('error') or ''}", markup=False, highlight=False,
+                              soft_wrap=True)
+                if s.status.get("log"):
+                    console.print(f"  log: {s.status['log']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def run_sweep(*, spec_file: Path, out: Path | None, launcher: str | None, max_parallel: int | None,
@@ -116,17 +124,22 @@ def run_sweep(*, spec_file: Path, out: Path | None, launcher: str | None, max_pa
         console.print("nothing to run")
         return 0
     res = spec.resources
+
+    def say(text: str) -> None:  # (point labels hold brackets: no markup)
+        console.print(text, markup=False, highlight=False)
+
     if launcher == "debug":
-        summary = L.run_debug(folder, todo, log=console.print, progress=progress)
+        summary = L.run_debug(folder, todo, log=say, progress=progress)
     elif launcher == "local":
-        summary = L.run_local(folder, todo, max_parallel=max_parallel or res.array_parallelism,
+        cores = max(1, (os.cpu_count() or 1) // res.cpus_per_task)  # (more would oversubscribe the CPU)
+        summary = L.run_local(folder, todo, max_parallel=max_parallel or min(res.array_parallelism, cores),
                               threads=res.cpus_per_task, console=console, live=None if progress else False)
     else:
         if max_parallel is not None:
             from dataclasses import replace
 
             res = replace(res, array_parallelism=max_parallel)
-        summary = L.run_slurm(folder, todo, res, name=spec.name, log=console.print)
+        summary = L.run_slurm(folder, todo, res, name=spec.name, log=say)
         ids = ",".join(summary.job_ids.values())
         console.print(f"submitted; the jobs run without this process. Follow them with:\n"
                       f"  squeue -j {ids}\n  moegs-bench sweep status {root}\n"

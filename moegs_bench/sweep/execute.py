@@ -12,7 +12,9 @@ expert point, the training of one expert into the shared expert cache, exactly t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from typing import Any
 from moegs_bench.sweep.folder import SweepFolder, now, point_lock, tail
 from moegs_bench.sweep.plan import Point
 
-__all__ = ["point_argv", "spawn_point", "work_on_point"]
+__all__ = ["point_argv", "spawn_point", "work_here_logged", "work_on_point"]
 
 
 def work_on_point(folder: SweepFolder, point: Point, *, job_id: str | None = None, log: Path | None = None,
@@ -112,6 +114,39 @@ def _train_expert(folder: SweepFolder, point: Point, *, progress: bool) -> None:
                         cache_root=cache / "experts", progress=progress, log=print, on_folder=started)
 
 
+class _Tee:
+    """A text stream that writes to two (the console and the point's log)."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def write(self, text: str) -> int:
+        self.second.write(text)
+        return self.first.write(text)
+
+    def flush(self) -> None:
+        self.first.flush()
+        self.second.flush()
+
+    def isatty(self) -> bool:
+        return self.first.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.first, name)
+
+
+def work_here_logged(folder: SweepFolder, point: Point, *, progress: bool = True) -> int:
+    """:func:`work_on_point` in this process (the debug launcher), its output shown and also
+    appended to the point's ``log.txt``, as a worker process's is."""
+    log = folder.log_path(point)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"=== {now()} on {socket.gethostname()}, in process: {point.label}\n")
+        f.flush()
+        with contextlib.redirect_stdout(_Tee(sys.stdout, f)), contextlib.redirect_stderr(_Tee(sys.stderr, f)):
+            return work_on_point(folder, point, log=log, progress=progress)
+
+
 def point_argv(folder: SweepFolder, point: Point, *, progress: bool = False, cache: Path | None = None) -> list[str]:
     """The ``moegs-bench`` command line of a run, prune or distill point (``cache``: the sweep's
     expert cache; default: the one its folder records)."""
@@ -183,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("point_id")
     parser.add_argument("--job-id", default=None)
     args = parser.parse_args(argv)
+    # SLURM's warning signal (time limit, preemption) is for the job's submitit process, which
+    # stops this worker (SIGTERM) and requeues the job; the worker itself must not die of it first.
+    # submitit ignores SIGTERM and SIGINT, and a child inherits ignored signals: restore them.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     folder = SweepFolder.open(args.sweep_dir)
     point = folder.point(args.point_id)
     return work_on_point(folder, point, job_id=args.job_id, log=folder.log_path(point))

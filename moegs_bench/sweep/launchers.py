@@ -1,6 +1,7 @@
 """Launchers: how the points of a sweep are run (README, "Sweeps").
 
-* ``debug``: one after the other in this process (a debugger stops where a point fails).
+* ``debug``: one after the other in this process (a debugger stops where a point fails); the
+  output is shown and appended to each point's log.
 * ``local``: a bounded pool of worker processes on this machine (``max_parallel`` at once, each
   with ``cpus_per_task`` threads); stage after stage; a live table of what runs. submitit's own
   LocalExecutor is not used: it starts every job at once and ignores array parallelism.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moegs_bench.sweep.execute import spawn_point, work_on_point
+from moegs_bench.sweep.execute import spawn_point, work_here_logged
 from moegs_bench.sweep.folder import SweepFolder, now
 from moegs_bench.sweep.plan import Point, stage_points
 from moegs_bench.sweep.spec import Resources
@@ -64,7 +65,7 @@ def run_debug(folder: SweepFolder, points: Sequence[Point], *, log: Callable[[st
     summary = LaunchSummary()
     for p in points:
         log(f"[{p.stage}] {p.id} {p.label}")
-        code = work_on_point(folder, p, progress=progress)
+        code = work_here_logged(folder, p, progress=progress)
         summary.launched += 1
         if code == 0:
             summary.done += 1
@@ -202,13 +203,33 @@ class PointTask:
     def checkpoint(self, point_id: str) -> Any:
         import submitit
 
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()  # (the point resumes from its last checkpoint when requeued)
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        if self._process is not None:
+            _stop(self._process)  # (the point resumes from its last checkpoint when requeued)
+        folder = SweepFolder.open(Path(self.sweep_dir))
+        with open(folder.log_path(point_id), "a", encoding="utf-8") as f:
+            f.write(f"=== {now()}: SLURM signalled the job (time limit or preemption): stopped, requeued\n")
+        folder.write_status(point_id, state="queued", requeued=now())
         return submitit.helpers.DelayedSubmission(PointTask(self.sweep_dir, self.threads), point_id)
+
+
+def _stop(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM ``process``, SIGKILL it after ``grace`` seconds. Called from a signal handler that
+    interrupted ``process.wait()``: Popen's own wait and poll cannot take its lock there, so the
+    child is reaped with ``os.waitpid`` (the interrupted wait never resumes: the job exits)."""
+    try:
+        process.terminate()
+    except OSError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(process.pid, os.WNOHANG)
+        except ChildProcessError:  # (already reaped)
+            return
+        if pid:
+            return
+        time.sleep(0.1)
+    process.kill()
 
 
 def _slurm_job_id() -> str | None:
