@@ -69,12 +69,21 @@ def test_slurm_sweep_arrays_dependencies_and_requeue(tmp_path, scene):
     spec = tmp_path / "s.yaml"
     spec.write_text(f"command: run\nscenes: ['{scene}']\nsettings: {{experts: [static, stg], expert_iterations: 150, "
                     "router.iterations: 5, lpips: none}\nresources: {launcher: slurm, time_min: 10, "
-                    "array_parallelism: 2, cpus_per_task: 1}\n")
+                    "array_parallelism: 2, cpus_per_task: 1, mem_gb: 1, sbatch: [--comment=moegs-test]}\n")
     out = tmp_path / "sweep"
     proc = cli("sweep", "run", str(spec), "--out", str(out), "--cache", str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stdout + proc.stderr  # (returns once submitted)
     assert "squeue -j" in proc.stdout and "[experts] 2 point(s): job array" in proc.stdout
     folder = SweepFolder.open(out)
+    first, second = (folder.status(p)["job_id"].split("_")[0] for p in folder.plan()[1:])
+    script = (out / "slurm" / first / f"{first}_submission.sh").read_text()
+    for line in ("--array=0-1%2", "--cpus-per-task=1", "--mem=1024M", "--time=10", "--signal=USR2@120",
+                 "--comment=moegs-test"):
+        assert f"#SBATCH {line}\n" in script, (line, script)
+    assert f"#SBATCH --dependency=afterany:{first}\n" in (out / "slurm" / second / f"{second}_submission.sh").read_text()
+    # submitted, not started: a second `sweep run` leaves the queued points to their jobs
+    again = cli("sweep", "run", str(spec), "--out", str(out), "--cache", str(tmp_path / "cache"))
+    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
     target = folder.plan()[0]
     wait_for(out, lambda s: s[0]["state"] == "running" and "training into" in folder.log_path(target).read_text(),
              timeout=120, what="the first expert to train")

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -45,6 +45,9 @@ from moegs_bench.router.config import RouterConfig
 from moegs_bench.run_folder import MIXTURE_RUN, RunFolderError, read_identity, working_in
 from moegs_bench.training.checkpoint import CheckpointError
 from moegs_bench.training.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from moegs_bench.training.trainer import TrainedExpert
 
 ROUTER_FINAL = "router/mixture.pt"
 ROUTER_LATEST = "router/latest.pt"
@@ -238,7 +241,7 @@ def _experts(request: RunRequest, scene: Scene, out_dir: Path, classes: Sequence
 def train_cached_expert(cls: type[Expert], config: ExpertConfig, scene: Scene, scene_id: str, *, profile: str,
                         seed: int, cache_root: Path, retrain: bool = False, progress: bool = True,
                         log: Callable[[str], None] = print, lpips: LpipsMetric | None = None,
-                        on_folder: Callable[[Path], None] | None = None) -> tuple[Any, Path]:
+                        on_folder: Callable[[Path], None] | None = None) -> tuple[TrainedExpert, Path]:
     """The expert's training in the shared cache (:func:`expert_cache_folder`): reused when
     finished, else trained or resumed there, the entry locked meanwhile (a second process waits
     for it, then reuses it); ``retrain`` trains it again. ``on_folder`` is told the entry's folder
