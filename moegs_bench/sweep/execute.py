@@ -25,6 +25,7 @@ from typing import Any
 
 from moegs_bench.sweep.folder import SweepFolder, now, point_lock, tail
 from moegs_bench.sweep.plan import Point
+from moegs_bench.sweep.spec import setting_text
 
 __all__ = ["point_argv", "spawn_point", "work_here_logged", "work_on_point"]
 
@@ -162,7 +163,7 @@ def point_argv(folder: SweepFolder, point: Point, *, progress: bool = False, cac
                 *out, "--name", "run", *common]
         for key, value in s.items():
             if key not in ("experts", "lpips"):
-                argv += ["--set", f"{key}={_text(value)}"]
+                argv += ["--set", f"{key}={setting_text(value)}"]
         return argv
     source = str(folder.result_dir(folder.point(point.source)))
     c = ident["config"]
@@ -184,16 +185,6 @@ def point_argv(folder: SweepFolder, point: Point, *, progress: bool = False, cac
         argv.append("--no-baseline")
     return argv
 
-
-def _text(value: Any) -> str:
-    """A spec value as ``--set`` text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value)
-    return str(value)
 
 
 def spawn_point(folder: SweepFolder, point: Point, *, threads: int, job_id: str | None = None) -> subprocess.Popen:

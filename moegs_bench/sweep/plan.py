@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moegs_bench.config import ConfigError, Text
-from moegs_bench.sweep.spec import LPIPS_CHOICES, RUN_OPTIONS, SpecError, SweepSpec
+from moegs_bench.sweep.spec import LPIPS_CHOICES, RUN_OPTIONS, SpecError, SweepSpec, setting_text
 
 __all__ = ["Point", "STAGES", "build_plan", "point_id", "stage_points"]
 
@@ -141,7 +141,7 @@ def _run_point(spec: SweepSpec, registry, scene: str, seed: int, settings: dict[
         raise SpecError(spec.file, where("experts"), f"a mixture needs at least two experts, got {', '.join(ids)}")
     lpips = _lpips(spec, settings, where)
     todo = [Assignment("scene.spec", scene, "scene"), Assignment("seed", seed, "seed")]
-    todo += [Assignment(k, Text(v) if isinstance(v, str) else v, where(k))
+    todo += [Assignment(k, Text(setting_text(v)), where(k))  # (as the point's command line gives it)
              for k, v in settings.items() if k not in RUN_OPTIONS]
     try:
         config = RunConfig.resolve(classes, todo)

@@ -48,7 +48,8 @@ import yaml
 from moegs_bench.config import ConfigError, config_from_dict, config_to_dict, setting
 from moegs_bench.errors import UserInputError
 
-__all__ = ["Axis", "COMMANDS", "LAUNCHERS", "Resources", "SpecError", "SweepSpec", "load_spec", "parse_override"]
+__all__ = ["Axis", "COMMANDS", "LAUNCHERS", "Resources", "SpecError", "SweepSpec", "load_spec", "parse_override",
+           "setting_text"]
 
 COMMANDS = ("run", "prune", "distill")
 LAUNCHERS = ("debug", "local", "slurm")
@@ -150,6 +151,18 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return sorted(map(str, a)) == sorted(map(str, b))
     return a == b
+
+
+def setting_text(value: Any) -> str:
+    """A spec value as ``--set`` text (``true``, ``none``, ``a,b``): a run point resolves its
+    settings from this text, exactly as its command line does."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(setting_text(v) for v in value)
+    return str(value)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
