@@ -731,7 +731,8 @@ def sweep_run(
     Each expert a point needs is trained once, in the first stage, into the shared expert cache;
     the mixture points then reuse it. Finished points are skipped, failed ones too unless
     [cyan]--retry-failed[/cyan]; a killed point resumes from its checkpoints. The local launcher
-    shows a live table; the slurm launcher submits and returns (exit code 1 when a point failed).
+    shows a live table and exits with code 1 when a point failed (so does debug); the slurm launcher
+    submits every stage at once, prints the job ids and returns ([cyan]sweep status[/cyan] follows them).
     """
     from moegs_bench.cli._sweep import run_sweep
 
