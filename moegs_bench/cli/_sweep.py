@@ -146,8 +146,8 @@ def run_sweep(*, spec_file: Path, out: Path | None, launcher: str | None, max_pa
                       f"  tail -f {folder.root / 'points'}/<point>/log.txt   (SLURM's own logs: {folder.root / 'slurm'})")
         return 0
     if summary.interrupted:
-        console.print(f"interrupted: run the same command again to go on (finished points are kept; the stopped "
-                      f"ones resume from their checkpoints)")
+        console.print("interrupted: run the same command again to go on (finished points are kept; the stopped "
+                      "ones resume from their checkpoints)")
         return 130
     console.print(f"done {summary.done}, failed {len(summary.failed)} of {summary.launched} run")
     for pid in summary.failed:
