@@ -24,3 +24,11 @@ def finished(tmp_path_factory) -> tuple[Path, Path, Path]:
                "--no-progress", timeout=900)
     assert proc.returncode == 0, proc.stderr
     return scene, base / "runs" / "mix", base / "cache"
+
+
+@pytest.fixture(scope="session")
+def sweep_scene(tmp_path_factory) -> Path:
+    """A tiny kitchen (32x24, 4 frames, 3 training cameras) the sweep tests run their points on."""
+    path = tmp_path_factory.mktemp("sweep-scene") / "kitchen"
+    generate(path, "kitchen", frames=4, **SMALL)
+    return path

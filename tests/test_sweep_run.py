@@ -12,20 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moegs_bench.data.synthetic import generate
 from moegs_bench.results import read_record
 from moegs_bench.sweep.folder import SweepFolder
 from test_cli import assert_one_line_error, cli
 
-SMALL = {"width": 32, "height": 24, "train_cameras": 3}
 QUICK = "expert_iterations: 10, router.iterations: 5, lpips: none"
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("sweep-scene") / "kitchen"
-    generate(path, "kitchen", frames=4, **SMALL)
-    return path
+def scene(sweep_scene: Path) -> Path:
+    return sweep_scene
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +38,19 @@ def sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return cli("sweep", *args, timeout=timeout)
 
 
+def run_local(spec: Path, out: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """`sweep run` with the local pool, two points at once."""
+    return sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "local", "-j", "2",
+                 "--no-progress")
+
+
 @pytest.fixture(scope="module")
 def run_sweep(tmp_path_factory, scene, cache) -> Path:
     """A run sweep of two router temperatures over static + stg, on the local pool, two at once."""
     base = tmp_path_factory.mktemp("run-sweep")
     spec = write(base / "temps.yaml", f"command: run\nscenes: ['{scene}']\nsettings: {{experts: [static, stg], "
                                       f"{QUICK}}}\naxes:\n  router.temperature: [0.5, 2.0]\n")
-    proc = sweep("run", str(spec), "--out", str(base / "sweep"), "--cache", str(cache), "--launcher", "local",
-                 "--max-parallel", "2", "--no-progress")
+    proc = run_local(spec, base / "sweep", cache)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return base / "sweep"
 
@@ -121,8 +122,7 @@ def test_failed_points_are_recorded_skipped_and_retried(tmp_path, run_sweep, cac
                  f"{QUICK}, router.temperature: 0.5}}\ncombine: zip\n"
                  "axes:\n  ratio: [0.5, null]\n  threshold: [null, 1.0e+30]\n")
     out = tmp_path / "sweep"
-    proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "local", "-j", "2",
-                 "--no-progress")
+    proc = run_local(spec, out, cache)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     folder = SweepFolder.open(out)
     states = {s.point.values.get("threshold"): s for s in folder.states() if s.point.stage == "prune"}
@@ -154,8 +154,7 @@ def test_distill_points_share_one_baseline(tmp_path, cache, scene):
                  f"command: distill\nscenes: ['{scene}']\nsource: {{experts: [static, stg], {QUICK}}}\n"
                  "settings: {student: stg, steps: 3}\naxes:\n  lam: [0.0, 1.0]\n")
     out = tmp_path / "sweep"
-    proc = sweep("run", str(spec), "--out", str(out), "--cache", str(cache), "--launcher", "local", "-j", "2",
-                 "--no-progress")
+    proc = run_local(spec, out, cache)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     folder = SweepFolder.open(out)
     points = [p for p in folder.plan() if p.stage == "distill"]

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from moegs_bench.data.synthetic import generate
 from moegs_bench.sweep.folder import SweepFolder
 from test_cli import cli
 
-SMALL = {"width": 32, "height": 24, "train_cameras": 3}
 
 
 def _cluster_problem() -> str | None:
@@ -55,10 +53,8 @@ def wait_for(folder: Path, condition, timeout: float = 420.0, what: str = "the s
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("slurm-scene") / "kitchen"
-    generate(path, "kitchen", frames=4, **SMALL)
-    return path
+def scene(sweep_scene: Path) -> Path:
+    return sweep_scene
 
 
 def test_slurm_sweep_arrays_dependencies_and_requeue(tmp_path, scene):

@@ -111,10 +111,10 @@ def run_sweep(*, spec_file: Path, out: Path | None, launcher: str | None, max_pa
     folder.add_provenance(_provenance(launcher))
     todo, skipped = L.to_launch(folder, plan, retry_failed=retry_failed)
     if launcher == "slurm":
-        queued = [p for p in todo if folder.status(p).get("state") == "queued"]
-        alive = L.live_jobs([str(folder.status(p).get("job_id")) for p in queued])
-        held = [p for p in queued if str(folder.status(p).get("job_id")) in alive]
-        todo = [p for p in todo if p not in held]
+        queued = {p.id: str(st.get("job_id")) for p in todo if (st := folder.status(p)).get("state") == "queued"}
+        alive = L.live_jobs(list(queued.values()))
+        held = {pid for pid, job in queued.items() if job in alive}
+        todo = [p for p in todo if p.id not in held]
         skipped += len(held)
     failed_before = sum(1 for s in folder.states(plan) if s.state == "failed")
     console.print(f"[b]sweep[/b] {spec.name}: {len(plan)} point(s), {len(todo)} to run, {skipped} skipped "

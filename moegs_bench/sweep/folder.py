@@ -65,10 +65,6 @@ class PointState:
     state: str  # one of POINT_STATES
     status: dict[str, Any]  # status.json ({} before the first attempt)
 
-    @property
-    def log(self) -> str | None:
-        return self.status.get("log")
-
 
 class SweepFolder:
     """A sweep folder (module doc)."""
