@@ -275,3 +275,43 @@ def test_report_compiles_and_the_pdf_holds_the_numbers(finished, suite, tmp_path
     before = pdf.read_bytes()
     proc = cli("report", str(run_dir), str(suite), "--out", str(out), "--no-progress", timeout=600)
     assert proc.returncode == 0 and (out / "report.pdf").read_bytes() == before
+
+
+def test_pruning_and_distillation_tables_against_their_references(tmp_path):
+    scene = "synthetic:kitchen"
+    run = write_run(tmp_path / "run", scene, {"4dgs": 23.0, "stg": 22.0}, 24.0, 23.5, 25.0)
+    source = json.loads((run / "results" / "mixture.json").read_text())
+    for criterion, ratio, psnr in (("gate", 0.5, 23.2), ("opacity", 0.5, 22.5), ("gate", 0.25, 23.8)):
+        config = {**source["config"], "prune": {"criterion": criterion, "ratio": ratio, "threshold": None,
+                                                 "views": None, "seed": 0, "finetune_steps": 0}}
+        write_record(tmp_path / f"prune-{criterion}-{ratio}" / "results" / "mixture.json",
+                     record("mixture", "pruned", scene, psnr, config=config, fps=12.0, storage_bytes=2**19))
+    for lam, psnr in ((None, 23.1), (0.25, 23.4), (0.75, 22.9)):
+        settings = {"student": "4dgs", "lam": lam, "steps": 300, "from_scratch": False, "start_step": 1200}
+        write_record(tmp_path / f"distill-{lam}" / "results.json",
+                     record("expert", "4dgs", scene, psnr, extra={
+                         "variant": "baseline" if lam is None else "distilled", "distill": settings}))
+    tables = build_tables(group_entries(entries_from([tmp_path]).entries, "dataset"))
+    prune = table_named(tables, "pruning_synthetic")
+    assert [r.label for r in prune.rows] == ["unpruned", "gate, ratio 0.25", "gate, ratio 0.5", "opacity, ratio 0.5"]
+    assert [r.cells["delta"].mean for r in prune.rows] == pytest.approx([0.0, -0.2, -0.8, -1.5])
+    assert row(prune, "gate, ratio 0.5").cells["storage_mb"].mean == pytest.approx(0.5)
+    distill = table_named(tables, "distillation_synthetic")
+    assert [r.label for r in distill.rows] == ["4dgs, ground truth only (300 steps)", "4dgs, lam 0.25 (300 steps)",
+                                              "4dgs, lam 0.75 (300 steps)"]
+    assert [r.cells["gain"].mean for r in distill.rows] == pytest.approx([0.0, 0.3, -0.2])
+    assert ranks(distill)[(1, "gain")] == 1
+
+
+def test_group_by_scene_and_the_html_page_is_self_contained(suite, tmp_path):
+    out = tmp_path / "report"
+    result = build_report([suite], out, ReportOptions(group_by="scene", compile=False, formats=("html", "md")))
+    assert {t.name for t in result.tables} >= {"main_synthetic-kitchen", "main_synthetic-juggler"}
+    assert not (out / "report.tex").exists() and not list((out / "tables").glob("*.tex"))
+    page = (out / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page  # (opens offline)
+    for link in re.findall(r'(?:src|href)="([^"#]+)"', page):
+        assert (out / link).is_file(), link
+    assert page.count('<table class="sortable"') == len(result.tables)
+    summary = (out / "summary.md").read_text()
+    assert "| **24.20 ± 0.28** |" in summary  # MoE-GS on kitchen, seeds 0 and 1: 24.2 ± stdev(24.0, 24.4)
