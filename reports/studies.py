@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from moegs_bench.reports.records import Entry, newest_last
@@ -260,7 +260,8 @@ def _common_scenes(rows: Sequence[Sequence[Entry]]) -> list[str]:
 
 def _main_methods(g: Group) -> tuple[list[Method], str]:
     main = main_mixture(g.entries)
-    methods = _expert_methods(g.entries, _of(g.entries, "mixture", *main) if main else ())
+    shown = [e for by_seed in _index(_of(g.entries, "mixture", *main)).values() for e in by_seed.values()] if main else []
+    methods = _expert_methods(g.entries, shown)  # (the experts the mixtures in the table were built from)
     text = ""
     if main is not None:
         experts, settings = main
@@ -428,6 +429,13 @@ def _differing(settings: Sequence[tuple], prefix: str = "") -> list[str]:
     return out
 
 
+def _changes(settings: tuple, reference: tuple) -> str:
+    """``settings`` as its changes from ``reference`` (``variant=pixel, temperature=0.1``)."""
+    a, b = dict(settings), dict(reference)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k.removeprefix('router.')}={_v(a.get(k))}" for k in keys) or "reference"
+
+
 def _v(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:g}"
@@ -447,17 +455,19 @@ def _router(g: Group, metrics: Sequence[str]) -> list[Table]:
         variants = sorted(by[experts], key=repr)
         if len(variants) < 2:
             continue
-        labels = _differing(variants, "router.")
-        methods = [Method("Average (no router)", _of(g.entries, "average", experts, variants[0]))]
-        methods += [Method(label + (" (main)" if main == (experts, v) else ""), _of(g.entries, "mixture", experts, v))
-                    for label, v in zip(labels, variants)]
+        reference = main[1] if main is not None and main[1] in variants else variants[0]
+        variants.remove(reference)
+        variants.insert(0, reference)
+        methods = [Method("Average (no router)", _of(g.entries, "average", experts, reference))]
+        methods += [Method(_changes(v, reference), _of(g.entries, "mixture", experts, v)) for v in variants]
         quality = [m for m in metrics if m in (*QUALITY, "fps")]
         lp = _lpips_metric([e for m in methods for e in m.entries])
         cols = _columns(quality, lp)
         scenes = _common_scenes([m.entries for m in methods[1:]])
         rows = _table_rows(methods, cols, lambda c: scenes, lp)
-        caption = (f"Router settings, MoE-GS over {', '.join(experts)}, {_where(g, scenes)}; the first row is the "
-                   f"experts' uniform average (no router). Best in bold, second underlined.")
+        caption = (f"Router settings, MoE-GS over {', '.join(experts)}, {_where(g, scenes)}: the experts' uniform "
+                   f"average (no router), the reference settings{_settings_text(reference)} and each setting changed "
+                   f"from them. Best in bold, second underlined.")
         out.append(Table(f"router_{_slug(g.name)}_{_slug('+'.join(experts))}", f"Router settings, {g.name}",
                          caption, "Setting", cols, rows))
     return out
@@ -506,6 +516,8 @@ def _pruning(g: Group, metrics: Sequence[str]) -> list[Table]:
 
 
 def _distillation(g: Group, metrics: Sequence[str]) -> list[Table]:
+    """One block per student and budget (steps, from scratch): its ground-truth-only baseline, then
+    each lam; each block averages over the scenes all its rows ran on."""
     students = [e for e in g.entries if e.role in ("distilled", "distill-baseline")]
     if not students:
         return []
@@ -513,31 +525,41 @@ def _distillation(g: Group, metrics: Sequence[str]) -> list[Table]:
     def budget(e: Entry) -> tuple:
         return (e.experts[0], e.setting("distill.steps"), e.setting("distill.from_scratch"))
 
-    methods: list[Method] = []
+    keys = [m for m in ("psnr", "ssim", "lpips", "fps", "storage_mb") if m in metrics or m == "psnr"]
+    lp = _lpips_metric(students)
+    cols = [replace(c, direction=0) for c in _columns(keys, lp)]  # (blocks differ in scenes: rank the gain only)
+    cols.append(Column("gain", "Gain over GT only", "dB", +1, 2))
+    base_psnr = {(budget(e), e.scene, e.seed): e.psnr for e in students if e.role == "distill-baseline"}
+
+    def gain(e: Entry) -> tuple[float | None, str | None]:
+        if e.role == "distill-baseline":
+            return None, None  # (the reference itself: "--")
+        base = base_psnr.get((budget(e), e.scene, e.seed))
+        if base is None or e.psnr is None:
+            return None, "no same-budget ground-truth baseline among the sources"
+        return e.psnr - base, None
+
+    rows: list[Row] = []
     for b in sorted({budget(e) for e in students}, key=repr):
         student, steps, scratch = b
-        base = tuple(e for e in students if e.role == "distill-baseline" and budget(e) == b)
+        block = [Method("ground truth only", tuple(e for e in students if e.role == "distill-baseline"
+                                                   and budget(e) == b))]
         lams = sorted({e.setting("distill.lam") for e in students if e.role == "distilled" and budget(e) == b},
                       key=float)
-        how = f"{steps} steps{' from scratch' if scratch else ''}"
-        methods.append(Method(f"{student}, ground truth only ({how})", base, rule_before=bool(methods)))
-        for lam in lams:
-            methods.append(Method(f"{student}, lam {lam:g} ({how})", tuple(
-                e for e in students if e.role == "distilled" and budget(e) == b and e.setting("distill.lam") == lam)))
-    methods = [m for m in methods if m.entries]
-    keys = [m for m in ("psnr", "ssim", "lpips", "fps", "storage_mb") if m in metrics or m == "psnr"]
-    lp = _lpips_metric([e for m in methods for e in m.entries])
-    cols = _columns(keys, lp)
-    scenes = _common_scenes([m.entries for m in methods])
-    rows = _table_rows(methods, cols, lambda c: scenes, lp)
-    base_psnr = {(budget(e), e.scene, e.seed): e.psnr for e in students if e.role == "distill-baseline"}
-    cols.append(Column("gain", "Gain over GT only", "dB", +1, 2))
-    for m, row in zip(methods, rows):
-        row.cells["gain"] = aggregate(_index(m.entries), scenes, lambda e: (
-            (e.psnr - base_psnr[(budget(e), e.scene, e.seed)], None)
-            if (budget(e), e.scene, e.seed) in base_psnr and e.psnr is not None
-            else (None, "no same-budget ground-truth baseline among the sources")), signed=True)
-    caption = (f"Distillation into one expert, {_where(g, scenes)}: the student trained on the mixture's renders with "
-               f"weight lam on the ground truth where its gate is high (MoE-GS, Eq. 11) against the same student "
-               f"trained for the same steps on the ground truth alone.")
-    return [Table(f"distillation_{_slug(g.name)}", f"Distillation, {g.name}", caption, "Student", cols, rows)]
+        block += [Method(f"lam {lam:g}", tuple(e for e in students if e.role == "distilled" and budget(e) == b
+                                               and e.setting("distill.lam") == lam)) for lam in lams]
+        block = [m for m in block if m.entries]
+        scenes = _common_scenes([m.entries for m in block])
+        how = f"{steps} steps{' from scratch' if scratch else ''}, {len(scenes)} scene{'s' * (len(scenes) != 1)}"
+        for k, m in enumerate(block):
+            cells = {c.key: aggregate(_index(m.entries), scenes, lambda e, key=c.key: value(e, key, lp))
+                     for c in cols if c.key != "gain"}
+            cells["gain"] = aggregate(_index(m.entries), scenes, gain, signed=True)
+            rows.append(Row(f"{student}, {m.label} ({how})", cells, rule_before=k == 0 and bool(rows)))
+    names = ", ".join(sorted({_scene_name(e.scene) for e in students}))
+    caption = (f"Distillation into one expert, {g.name} ({names}): the student trained on the mixture's renders "
+               f"with weight lam on the ground truth where its gate is high (MoE-GS, Eq. 11), against the same "
+               f"student trained for the same steps on the ground truth alone. Each block (student, steps) averages "
+               f"over the scenes all its rows ran on. Best gain in bold, second underlined.")
+    return [Table(f"distillation_{_slug(g.name)}", f"Distillation, {g.name}", caption, "Student", cols, rows,
+                  ["--: the baseline itself."])]
