@@ -110,7 +110,7 @@ def build_report(sources: Sequence[Path | str], out: Path | str, options: Report
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     try:
-        result = _write(stage, found, groups, tables, options, log)
+        result = _write(stage, out, found, groups, tables, options, log)
         _write_json(stage / "report.json", _inputs(found, options, tables, stage))
         _write_json(stage / "provenance.json", _provenance(found, result, argv))
         _swap(stage, out)
@@ -127,8 +127,8 @@ def build_report(sources: Sequence[Path | str], out: Path | str, options: Report
 # ------------------------------------------------------------------------------------- writing
 
 
-def _write(stage: Path, found: Found, groups: Sequence[Group], tables: list[Table], options: ReportOptions,
-           log: Callable[[str], None]) -> ReportResult:
+def _write(stage: Path, out: Path, found: Found, groups: Sequence[Group], tables: list[Table],
+           options: ReportOptions, log: Callable[[str], None]) -> ReportResult:
     result = ReportResult(stage, tables, len(found.records), len(found.entries), list(found.warnings), None, None)
     (stage / "tables").mkdir()
     for t in tables:
@@ -153,7 +153,7 @@ def _write(stage: Path, found: Found, groups: Sequence[Group], tables: list[Tabl
                                           encoding="utf-8")
         if options.compile:
             log("compiling report.tex (latexmk)")
-            compiled = compile_pdf(stage)
+            compiled = compile_pdf(stage, shown_as=out)
             result.pdf, result.latex_message = compiled.pdf, compiled.message
         else:
             result.latex_message = "not compiled (--no-compile); compile with: latexmk -pdf report.tex"

@@ -183,10 +183,11 @@ class CompileResult:
     message: str
 
 
-def compile_pdf(folder: Path, tex: str = "report.tex") -> CompileResult:
+def compile_pdf(folder: Path, tex: str = "report.tex", *, shown_as: Path | None = None) -> CompileResult:
     """Compile ``folder/tex`` with latexmk (pdfLaTeX) into ``folder/<stem>.pdf``; auxiliary files
-    are removed. No TeX installed: no PDF and the command to run where there is one."""
-    how = f"cd {folder} && latexmk -pdf {tex}"
+    are removed. No TeX installed: no PDF and the command to run where there is one (in
+    ``shown_as``, where the folder will be, default ``folder``)."""
+    how = f"cd {shown_as or folder} && latexmk -pdf {tex}"
     latexmk = shutil.which("latexmk")
     if latexmk is None or shutil.which("pdflatex") is None:
         return CompileResult(None, f"no LaTeX here (latexmk and pdflatex not found): the .tex files are written; "

@@ -717,16 +717,20 @@ class GatePanel:
     rows: tuple[tuple[str, tuple[float, ...]], ...]  # (regime, mean gate weight per expert)
 
 
-def gate_share_series(entries: Iterable[Entry]) -> list[GatePanel]:
-    """Per mixture entry with regions: each regime's mean gate weight per expert (regimes whose
-    shares are incomplete or not finite are left out), then ``all pixels``: the mean over the
-    regimes weighted by their pixel fractions (normalised by the fractions' sum)."""
+SHARES = {"gate_share": "Mean gate weight", "win_share": "Share of pixels won"}
+
+
+def gate_share_series(entries: Iterable[Entry], share: str = "gate_share") -> list[GatePanel]:
+    """Per mixture entry with regions: each regime's ``share`` per expert (``gate_share``: the mean
+    gate weight; ``win_share``: the fraction of the regime's pixels where the expert's gate is the
+    largest; regimes whose shares are incomplete or not finite are left out), then ``all pixels``:
+    the mean over the regimes weighted by their pixel fractions (normalised by the fractions' sum)."""
     runs = [e for e in entries if e.role == "mixture" and e.regions]
     panels = []
     suffixes = _varying([{"seed": r.seed, **dict(r.settings)} for r in runs])
     titles = _numbered([run_label(r) + (f" ({s})" if s else "") for r, s in zip(runs, suffixes)], " #{}")
     for run, title in zip(runs, titles):
-        rows = [(name, shares, pixels) for name, shares, pixels in _regime_rows(run)]
+        rows = [(name, shares, pixels) for name, shares, pixels in _regime_rows(run, share)]
         if not rows:
             continue
         total = sum(p for _, _, p in rows)
@@ -738,10 +742,10 @@ def gate_share_series(entries: Iterable[Entry]) -> list[GatePanel]:
     return panels
 
 
-def _regime_rows(run: Entry) -> list[tuple[str, tuple[float, ...], float]]:
+def _regime_rows(run: Entry, key: str) -> list[tuple[str, tuple[float, ...], float]]:
     rows = []
     for name, region in (run.regions or {}).items():
-        share = (region or {}).get("gate_share") or {}
+        share = (region or {}).get(key) or {}
         values = [share.get(x) for x in run.experts]
         pixels = (region or {}).get("pixels")
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in [*values, pixels]):
@@ -749,8 +753,9 @@ def _regime_rows(run: Entry) -> list[tuple[str, tuple[float, ...], float]]:
     return rows
 
 
-def gate_share_figure(panels: Sequence[GatePanel], styles: Mapping[str, Style]) -> Figure:
-    """Stacked horizontal bars: per regime (top to bottom), each expert's mean gate weight."""
+def gate_share_figure(panels: Sequence[GatePanel], styles: Mapping[str, Style],
+                      xlabel: str = SHARES["gate_share"]) -> Figure:
+    """Stacked horizontal bars: per regime (top to bottom), each expert's share (``xlabel``)."""
     ncols = min(len(panels), 2)
     nrows = math.ceil(len(panels) / ncols)
     rows = max(len(p.rows) for p in panels)
@@ -771,24 +776,31 @@ def gate_share_figure(panels: Sequence[GatePanel], styles: Mapping[str, Style]) 
         ax.set_xlim(0.0, max(1.0, float(left.max())))
         ax.grid(axis="y", visible=False)
         ax.set_title(panel.title)
-        ax.set_xlabel("Mean gate weight")
+        ax.set_xlabel(xlabel)
     handles = [Patch(facecolor=styles[x].color, hatch=styles[x].hatch, edgecolor="white", label=x)
                for x in sorted(experts)]
     _legend_below(fig, handles)
     return fig
 
 
-def gate_share(entries: Iterable[Entry], stem: Path, *, styles: Mapping[str, Style] | None = None) -> Plot | None:
-    """Each mixture run's mean gate weight per expert and motion regime (:func:`gate_share_series`)."""
+def gate_share(entries: Iterable[Entry], stem: Path, *, styles: Mapping[str, Style] | None = None,
+               share: str = "gate_share") -> Plot | None:
+    """Each mixture run's share per expert and motion regime (:func:`gate_share_series`):
+    ``gate_share``, the mean gate weight, or ``win_share``, the share of pixels it wins."""
     entries = list(entries)
-    panels = gate_share_series(entries)
+    panels = gate_share_series(entries, share)
     if not panels:
         return None
     styles = styles or report_styles(entries)
-    title = ("Mean gate weight of each expert per motion regime (pixels labelled static, rigid, oscillating, ...), "
-             "one panel per MoE-GS run; 'all pixels' is the pixel-weighted mean over the regimes. These are mean "
-             "soft weights, not the share of pixels an expert wins (argmax).")
-    return write_figure(stem, title, lambda: gate_share_figure(panels, styles))
+    if share == "win_share":
+        title = ("Share of the pixels each expert wins (its gate is the largest) per motion regime (pixels labelled "
+                 "static, rigid, oscillating, ...), over the test views, one panel per MoE-GS run; 'all pixels' is "
+                 "the pixel-weighted mean over the regimes.")
+    else:
+        title = ("Mean gate weight of each expert per motion regime (pixels labelled static, rigid, oscillating, "
+                 "...), one panel per MoE-GS run; 'all pixels' is the pixel-weighted mean over the regimes. These "
+                 "are mean soft weights, not the share of pixels an expert wins (argmax).")
+    return write_figure(stem, title, lambda: gate_share_figure(panels, styles, SHARES[share]))
 
 
 # ---------------------------------------------------------------------------------- all plots
@@ -798,7 +810,8 @@ def write_plots(entries: Iterable[Entry], folder: Path, *,
                 gate_runs: Callable[[Entry], bool] | None = None) -> list[Plot]:
     """Every plot the entries allow, into ``folder``, with one style table for all of them:
     ``quality_vs_fps``, ``quality_vs_storage``, ``psnr_vs_prune_ratio``, ``distill_gain_vs_lam``,
-    ``gate_share`` (of the mixture runs ``gate_runs`` accepts; default all) and
+    ``gate_share`` and ``winner_share`` (of the mixture runs ``gate_runs`` accepts; default all;
+    the winner share only for records that hold it) and
     ``per_frame_<scene>_<experts joined by ->`` per mixture run."""
     entries = list(entries)
     folder = Path(folder)
@@ -808,9 +821,10 @@ def write_plots(entries: Iterable[Entry], folder: Path, *,
         quality_vs_storage(entries, folder / "quality_vs_storage", styles=styles),
         psnr_vs_prune_ratio(entries, folder / "psnr_vs_prune_ratio"),
         distill_gain_vs_lam(entries, folder / "distill_gain_vs_lam", styles=styles),
-        gate_share([e for e in entries if e.role != "mixture" or gate_runs is None or gate_runs(e)],
-                   folder / "gate_share", styles=styles),
     ]
+    gated = [e for e in entries if e.role != "mixture" or gate_runs is None or gate_runs(e)]
+    plots += [gate_share(gated, folder / "gate_share", styles=styles),
+              gate_share(gated, folder / "winner_share", styles=styles, share="win_share")]
     runs = [e for e in entries if e.role == "mixture"]
     for run, name in zip(runs, run_names(runs, "per_frame")):
         plots.append(_per_frame_plot(per_frame_of_run(entries, run), folder / name, styles))

@@ -352,7 +352,12 @@ def _regimes(g: Group) -> Table | None:
     scenes = ", ".join(sorted({_scene_name(e.scene) for e in mixtures}))
     caption = (f"PSNR (dB) per motion regime, MoE-GS over {', '.join(main[0])}, averaged over {scenes} "
                f"(the synthetic scenes' region masks). Best in bold, second underlined per regime.")
-    notes = ["Mean gate weight per expert: " + "; ".join(shares) + ".", _ORACLE_NOTE]
+    notes = ["Mean gate weight per expert: " + "; ".join(shares) + "."]
+    if all(all("win_share" in (e.regions.get(r) or {}) for r in labels if r in e.regions) for e in mixtures):
+        wins = [f"{r}: " + ", ".join(f"{x} {_mean_share(mixtures, r, x, 'win_share'):.2f}" for x in main[0])
+                for r in labels]
+        notes.append("Share of pixels won (largest gate) per expert: " + "; ".join(wins) + ".")
+    notes.append(_ORACLE_NOTE)
     return Table(f"regimes_{_slug(g.name)}", f"Per-regime PSNR, {g.name}", caption, "Model", cols, rows, notes)
 
 
@@ -363,8 +368,9 @@ def _regime_order(label: str) -> tuple:
     return (_REGIME_ORDER.index(label) if label in _REGIME_ORDER else len(_REGIME_ORDER), label)
 
 
-def _mean_share(mixtures: Sequence[Entry], regime: str, expert: str) -> float:
-    vals = [((e.regions.get(regime) or {}).get("gate_share") or {}).get(expert, 0.0) for e in mixtures]
+def _mean_share(mixtures: Sequence[Entry], regime: str, expert: str, key: str = "gate_share") -> float:
+    """The mean over the runs that have ``regime`` of an expert's ``key`` share there."""
+    vals = [((e.regions.get(regime) or {}).get(key) or {}).get(expert, 0.0) for e in mixtures if regime in e.regions]
     return sum(vals) / len(vals)
 
 

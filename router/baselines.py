@@ -74,7 +74,7 @@ class EnsembleBaselines:
     average: Score
     oracle: Score
     per_view: list[dict[str, Any]] = field(default_factory=list)  # key, average_psnr, oracle_psnr, ...
-    regions: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> pixels, psnr, gate_share
+    regions: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> pixels, psnr, gate_share, win_share
     flicker: dict[str, float | None] = field(default_factory=dict)  # "all" / "static" -> mean gate change
     regions_unavailable_reason: str | None = None  # why ``regions`` is empty
 
@@ -180,13 +180,16 @@ class RegionTally:
         self.pixels = torch.zeros(n, dtype=torch.float64)  # [L]
         self.sq = {m: torch.zeros(n, dtype=torch.float64) for m in self.models}  # [L] each
         self.gates = torch.zeros(n, len(self.experts), dtype=torch.float64)  # [L, K]
+        self.wins = torch.zeros(n, len(self.experts), dtype=torch.float64)  # [L, K] pixels each expert wins
 
     def add(self, labels: Tensor, gt: Tensor, images: dict[str, Tensor], gates: Tensor) -> None:
         """One view: ``labels`` ``[H, W]``, ``gt`` and ``images`` ``[H, W, 3]``, ``gates`` ``[K, H, W]``."""
+        winner = gates.argmax(dim=0)  # [H, W] the expert with the largest gate (the first on a tie)
         for i in range(len(self.labels)):
             mask = labels == i  # [H, W]
             if not bool(mask.any()):
                 continue
+            self.wins[i] += torch.bincount(winner[mask], minlength=len(self.experts)).to(torch.float64)
             self.pixels[i] += float(mask.sum())
             for m in self.models:
                 self.sq[m][i] += float((images[m][mask] - gt[mask]).square().sum(dtype=torch.float64))
@@ -203,6 +206,7 @@ class RegionTally:
                 "pixels": n / total,
                 "psnr": {m: _psnr(float(self.sq[m][i]) / (3 * n)) for m in self.models},
                 "gate_share": {e: float(self.gates[i, k]) / n for k, e in enumerate(self.experts)},
+                "win_share": {e: float(self.wins[i, k]) / n for k, e in enumerate(self.experts)},
             }
         return out
 

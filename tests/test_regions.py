@@ -101,6 +101,15 @@ def test_region_tally_by_hand():
     assert out["left"]["psnr"]["b"] == pytest.approx(-10 * np.log10(0.25))
     assert out["corner"]["psnr"]["a"] is None  # exact: no finite PSNR
     assert out["left"]["gate_share"] == pytest.approx({"a": 0.25, "b": 0.75})
+    assert out["left"]["win_share"] == {"a": 0.0, "b": 1.0}  # b's gate is the larger everywhere
+    # A view where "a" wins the top row: on "left" it wins 1 of its 2 pixels; with the two views
+    # before, 1 of 6.
+    gates2 = gates.clone()
+    gates2[:, 0] = torch.tensor([0.9, 0.1])[:, None]
+    tally.add(labels, gt, {"a": a, "b": b}, gates2)
+    out = tally.summary()
+    assert out["left"]["win_share"] == pytest.approx({"a": 1 / 6, "b": 5 / 6})
+    assert out["corner"]["win_share"] == pytest.approx({"a": 1 / 3, "b": 2 / 3})
 
 
 def test_gate_flicker_by_hand():

@@ -317,3 +317,13 @@ def test_group_by_scene_and_the_html_page_is_self_contained(suite, tmp_path):
     assert page.count('<table class="sortable"') == len(result.tables)
     summary = (out / "summary.md").read_text()
     assert "| **24.20 ± 0.28** |" in summary  # MoE-GS on kitchen, seeds 0 and 1: 24.2 ± stdev(24.0, 24.4)
+
+
+def test_without_latex_the_tex_is_written_and_the_command_to_compile_it_given(suite, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tex-here"))  # (latexmk, pdflatex not found)
+    out = tmp_path / "report"
+    result = build_report([suite], out, ReportOptions(figures=False))
+    assert result.pdf is None and not (out / "report.pdf").exists()
+    assert (out / "report.tex").is_file() and (out / "tables" / "main_synthetic.tex").is_file()
+    assert result.latex_message.endswith(f"compile with: cd {out} && latexmk -pdf report.tex")
+    assert json.loads((out / "provenance.json").read_text())["latex"] == result.latex_message

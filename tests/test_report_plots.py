@@ -465,3 +465,13 @@ def test_plots_leave_the_global_style_alone(tmp_path):
     before = dict(matplotlib.rcParams)
     plots.gate_share(report_entries(), tmp_path / "g")
     assert dict(matplotlib.rcParams) == before
+
+
+def test_winner_share_series_reads_the_win_shares():
+    regions = {"static": {"pixels": 0.75, "gate_share": {"a": 0.5, "b": 0.5}, "win_share": {"a": 1.0, "b": 0.0}},
+               "rigid": {"pixels": 0.25, "gate_share": {"a": 0.5, "b": 0.5}, "win_share": {"a": 0.2, "b": 0.8}}}
+    (panel,) = plots.gate_share_series([mixture(("a", "b"), regions=regions)], "win_share")
+    assert dict(panel.rows)["static"] == (1.0, 0.0)
+    assert dict(panel.rows)[plots.ALL_PIXELS] == pytest.approx((0.75 + 0.25 * 0.2, 0.25 * 0.8))
+    older = {k: {kk: vv for kk, vv in v.items() if kk != "win_share"} for k, v in regions.items()}
+    assert plots.gate_share_series([mixture(("a", "b"), regions=older)], "win_share") == []  # (records before it)
