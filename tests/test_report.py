@@ -259,8 +259,10 @@ def test_report_compiles_and_the_pdf_holds_the_numbers(finished, suite, tmp_path
     assert HAVE_TEX and HAVE_PDFTOTEXT, TEX_REASON  # (in CI they must be there)
     _, run_dir, _ = finished
     out = tmp_path / "report"
-    proc = cli("report", str(run_dir), str(suite), "--out", str(out), "--no-progress", timeout=600)
+    cache = ["--cache", str(tmp_path / "cache")]  # (the crops read the scene's ground truth through it)
+    proc = cli("report", str(run_dir), str(suite), "--out", str(out), "--no-progress", *cache, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert (out / "figures" / "crops_kitchen_static-stg.png").is_file(), proc.stderr
     pdf = out / "report.pdf"
     assert pdf.is_file(), proc.stdout
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
@@ -273,7 +275,7 @@ def test_report_compiles_and_the_pdf_holds_the_numbers(finished, suite, tmp_path
     assert "0.080" in line  # its LPIPS, three digits
     # a rerun compiles to the same bytes (SOURCE_DATE_EPOCH)
     before = pdf.read_bytes()
-    proc = cli("report", str(run_dir), str(suite), "--out", str(out), "--no-progress", timeout=600)
+    proc = cli("report", str(run_dir), str(suite), "--out", str(out), "--no-progress", *cache, timeout=600)
     assert proc.returncode == 0 and (out / "report.pdf").read_bytes() == before
 
 
