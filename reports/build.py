@@ -258,10 +258,6 @@ def _details(entries: list[Entry], runs: list[Entry], per_run: dict[int, list[Me
     return out
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in text)
-
-
 # ------------------------------------------------------------------------------------ headline
 
 

@@ -246,8 +246,17 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> tuple[tuple[str, Any], ...]
         if isinstance(value, dict):
             out.extend(_flat(value, name + "."))
         elif value is not None:
-            out.append((name, tuple(value) if isinstance(value, list) else value))
+            out.append((name, _frozen(value)))
     return tuple(out)
+
+
+def _frozen(value: Any) -> Any:
+    """A JSON value made hashable: lists become tuples (recursively), objects sorted item tuples."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
 
 
 def _per_frame(per_view: list[dict[str, Any]], key: str) -> tuple[tuple[int, float], ...]:

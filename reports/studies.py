@@ -424,17 +424,6 @@ def _subsets(g: Group) -> Table | None:
     return Table(f"subsets_{_slug(g.name)}", f"Expert subsets, {g.name}", caption, "Experts", cols, rows)
 
 
-def _differing(settings: Sequence[tuple], prefix: str = "") -> list[str]:
-    """Per settings tuple, the keys (without ``prefix``) whose values differ across them, as text."""
-    dicts = [dict(s) for s in settings]
-    keys = sorted({k for d in dicts for k in d if len({repr(x.get(k)) for x in dicts}) > 1})
-    out = []
-    for d in dicts:
-        parts = [f"{k.removeprefix(prefix)}={_v(d.get(k))}" for k in keys]
-        out.append(", ".join(parts) or "(same)")
-    return out
-
-
 def _changes(settings: tuple, reference: tuple) -> str:
     """``settings`` as its changes from ``reference`` (``variant=pixel, temperature=0.1``)."""
     a, b = dict(settings), dict(reference)
@@ -492,16 +481,15 @@ def _pruning(g: Group, metrics: Sequence[str]) -> list[Table]:
                                                                    float(dict(s).get("prune.threshold") or 0), repr(s)))
         source = _of(g.entries, "mixture", experts, base)
         methods = [Method("unpruned", source)] if source else []
-        for s in variants:
-            d = dict(s)
+        others = sorted({k for v in variants for k in dict(v)} - {"prune.criterion", "prune.ratio", "prune.threshold"})
+        others = [k for k in others if len({repr(dict(v).get(k)) for v in variants}) > 1]  # (what else varies)
+        for k, v in enumerate(variants):
+            d = dict(v)
             amount = (f"ratio {d['prune.ratio']:g}" if d.get("prune.ratio") is not None
-                      else f"threshold {d.get('prune.threshold')}")
-            rest = [x for x in _differing(variants, "prune.")[variants.index(s)].split(", ")
-                    if not x.startswith(("criterion=", "ratio=", "threshold="))]
-            label = f"{d.get('prune.criterion')}, {amount}" + (f" ({', '.join(rest)})" if rest and rest != ["(same)"]
-                                                                 else "")
-            methods.append(Method(label, _of(es, "pruned", experts, s), rule_before=not methods[-1:] or
-                                  methods[-1].label == "unpruned"))
+                      else f"threshold {_v(d.get('prune.threshold'))}")
+            rest = ", ".join(f"{x.removeprefix('prune.')}={_v(d.get(x))}" for x in others)
+            methods.append(Method(f"{d.get('prune.criterion')}, {amount}" + (f" ({rest})" if rest else ""),
+                                  _of(es, "pruned", experts, v), rule_before=k == 0))
         keys = [m for m in ("psnr", "ssim", "lpips", "fps", "storage_mb", "num_gaussians") if m in metrics or
                 m in ("psnr", "fps", "storage_mb", "num_gaussians")]
         lp = _lpips_metric([e for m in methods for e in m.entries])
