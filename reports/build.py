@@ -39,7 +39,7 @@ from moegs_bench.reports.latex import FigureRef, compile_pdf, report_tex, table_
 from moegs_bench.reports.markdown import summary_markdown, table_markdown
 from moegs_bench.reports.records import Entry, Found, entries_from
 from moegs_bench.reports.studies import (DEFAULT_METRICS, GROUP_BY, METRICS, Group, build_tables, group_entries,
-                                        main_mixture)
+                                        main_runs)
 from moegs_bench.reports.table import Table, format_number
 
 __all__ = ["FORMATS", "REPORT_FORMAT", "ReportOptions", "ReportResult", "build_report"]
@@ -92,6 +92,7 @@ class ReportResult:
     warnings: list[str]
     pdf: Path | None
     latex_message: str | None
+    latex_failed: bool = False  # LaTeX is installed and could not compile report.tex
     skipped: list[str] = field(default_factory=list)  # figures that could not be made, and why
     files: list[Path] = field(default_factory=list)
 
@@ -154,7 +155,7 @@ def _write(stage: Path, out: Path, found: Found, groups: Sequence[Group], tables
         if options.compile:
             log("compiling report.tex (latexmk)")
             compiled = compile_pdf(stage, shown_as=out)
-            result.pdf, result.latex_message = compiled.pdf, compiled.message
+            result.pdf, result.latex_message, result.latex_failed = compiled.pdf, compiled.message, compiled.failed
         else:
             result.latex_message = "not compiled (--no-compile); compile with: latexmk -pdf report.tex"
     return result
@@ -181,15 +182,13 @@ def _figures(stage: Path, entries: list[Entry], groups: Sequence[Group], options
     folder.mkdir()
     out = _Figures()
     runs = [e for e in entries if e.role == "mixture"]  # (the order write_plots and gate_grid name them in)
-    mains = {(g.name, main_mixture(g.entries)) for g in groups}
-    key = GROUP_BY[options.group_by]
-    is_main = [(key(r) or "all", (r.experts, r.settings)) in mains for r in runs]
+    mains = {id(r) for g in groups for r in main_runs(g)}
+    is_main = [id(r) in mains for r in runs]
     per_run: dict[int, list[Media]] = {i: [] for i in range(len(runs))}
 
     log("plots")
     frame_names = dict(zip(run_names(runs, "per_frame"), range(len(runs))))
-    main_runs = {id(r) for r, m in zip(runs, is_main) if m}
-    for plot in write_plots(entries, folder, gate_runs=lambda r: id(r) in main_runs):
+    for plot in write_plots(entries, folder, gate_runs=lambda r: id(r) in mains):
         media = Media(str(plot.png.relative_to(stage)), plot.title)
         i = frame_names.get(plot.png.stem)
         if i is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import unicodedata
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,12 +42,31 @@ LATEXMK_TIMEOUT_S = 300
 
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
-            "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "Δ": r"$\Delta$", "→": r"$\rightarrow$", "−": r"$-$", "–": "--", "—": "---"}
+            "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "Δ": r"$\Delta$", "→": r"$\rightarrow$", "−": r"$-$", "–": "--", "—": "---",
+            "“": "``", "”": "''", "‘": "`", "’": "'", "…": r"\dots{}"}
+
+
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+          "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega"}
 
 
 def escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped."""
-    return "".join(_ESCAPES.get(c, c) for c in str(text))
+    """``text`` with LaTeX's special characters escaped, and every character pdfLaTeX's default
+    UTF-8 input does not know (beyond Latin-1) written as LaTeX: Greek letters as math symbols,
+    anything else as its closest ASCII form (or ``?``)."""
+    return "".join(_ESCAPES.get(c, c) if ord(c) < 0x100 or c in _ESCAPES else _beyond_latin1(c) for c in str(text))
+
+
+def _beyond_latin1(c: str) -> str:
+    name = unicodedata.name(c, "")
+    if name.startswith("GREEK "):
+        letter = name.rsplit(" ", 1)[-1].lower().replace("lamda", "lambda")
+        if letter in _GREEK:
+            capital = "CAPITAL" in name and letter not in ("alpha", "beta", "epsilon", "zeta", "eta", "iota",
+                                                            "kappa", "mu", "nu", "rho", "tau", "chi")
+            return f"$\\{letter.capitalize() if capital else letter}$"
+    plain = unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode()
+    return escape(plain) if plain else "?"
 
 
 def _cell_tex(cell: Cell | None, col: Column, rank: int | None, marks: dict[str, str]) -> str:
@@ -181,6 +201,7 @@ class CompileResult:
 
     pdf: Path | None
     message: str
+    failed: bool = False  # LaTeX is there and failed (not: absent)
 
 
 def compile_pdf(folder: Path, tex: str = "report.tex", *, shown_as: Path | None = None) -> CompileResult:
@@ -197,7 +218,7 @@ def compile_pdf(folder: Path, tex: str = "report.tex", *, shown_as: Path | None 
     try:
         proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=LATEXMK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return CompileResult(None, f"latexmk did not finish in {LATEXMK_TIMEOUT_S} s; compile with: {how}")
+        return CompileResult(None, f"latexmk did not finish in {LATEXMK_TIMEOUT_S} s; compile with: {how}", True)
     stem = Path(tex).stem
     log = folder / f"{stem}.log"
     errors = [line for line in (log.read_text(errors="replace").splitlines() if log.is_file() else [])
@@ -209,5 +230,6 @@ def compile_pdf(folder: Path, tex: str = "report.tex", *, shown_as: Path | None 
     pdf = folder / f"{stem}.pdf"
     if proc.returncode != 0 or not pdf.is_file():
         first = errors[0] if errors else (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-        return CompileResult(None, f"latexmk failed ({first}); the .tex files are written; compile with: {how}")
+        return CompileResult(None, f"latexmk failed ({first}); the .tex files are written; compile with: {how}",
+                             True)
     return CompileResult(pdf, f"compiled {pdf.name} with latexmk")

@@ -32,7 +32,7 @@ from typing import Any
 from moegs_bench.reports.records import Entry, newest_last
 from moegs_bench.reports.table import Cell, Column, Row, Table, cell_of
 
-__all__ = ["GROUP_BY", "METRICS", "Group", "build_tables", "group_entries", "main_mixture"]
+__all__ = ["GROUP_BY", "METRICS", "Group", "build_tables", "group_entries", "main_mixture", "main_runs"]
 
 METRICS: dict[str, Column] = {
     "psnr": Column("psnr", "PSNR", "dB", +1, 2),
@@ -184,6 +184,14 @@ def main_mixture(entries: Sequence[Entry]) -> tuple[tuple[str, ...], tuple] | No
     return min(runs, key=rank)
 
 
+def main_runs(group: Group) -> list[Entry]:
+    """The main mixture's entries the group's tables use: per scene and seed, the newest."""
+    main = main_mixture(group.entries)
+    if main is None:
+        return []
+    return [e for by_seed in _index(_of(group.entries, "mixture", *main)).values() for e in by_seed.values()]
+
+
 def _of(entries: Sequence[Entry], role: str, experts: tuple[str, ...], settings: tuple) -> tuple[Entry, ...]:
     return tuple(e for e in entries if e.role == role and e.experts == experts and e.settings == settings)
 
@@ -260,8 +268,7 @@ def _common_scenes(rows: Sequence[Sequence[Entry]]) -> list[str]:
 
 def _main_methods(g: Group) -> tuple[list[Method], str]:
     main = main_mixture(g.entries)
-    shown = [e for by_seed in _index(_of(g.entries, "mixture", *main)).values() for e in by_seed.values()] if main else []
-    methods = _expert_methods(g.entries, shown)  # (the experts the mixtures in the table were built from)
+    methods = _expert_methods(g.entries, main_runs(g))  # (the experts the table's mixtures were built from)
     text = ""
     if main is not None:
         experts, settings = main

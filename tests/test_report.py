@@ -105,6 +105,8 @@ def test_format_and_cells():
 
 def test_latex_escapes_special_characters():
     assert escape("a_b & 50% #1 $x {y} ~ ^") == r"a\_b \& 50\% \#1 \$x \{y\} \textasciitilde{} \textasciicircum{}"
+    # pdfLaTeX's UTF-8 input knows Latin-1 only: Greek becomes math, the rest ASCII (or "?").
+    assert escape("λ 0.5 ± Δ, σ, Ω, é, ﬁ, 中") == r"$\lambda$ 0.5 $\pm$ $\Delta$, $\sigma$, $\Omega$, é, fi, ?"
 
 
 # ---------------------------------------------------------------------------------- the tables

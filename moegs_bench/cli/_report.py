@@ -53,6 +53,9 @@ def run_report(*, sources: Sequence[Path], out: Path, formats: str | None, metri
         console.print(f"  index.html  (open in a browser: file://{(out / 'index.html').resolve()})", markup=False)
     if "md" in options.formats:
         console.print("  summary.md", markup=False)
+    if result.latex_failed:  # (the report is written; its PDF is not: a bug in our LaTeX, or the TeX set)
+        err.print(f"[red]error:[/red] {escape(result.latex_message)}", soft_wrap=True)
+        sys.exit(1)
     if result.latex_message:
         pdf = f"  {result.pdf.name}  " if result.pdf else "  "
         console.print(f"{pdf}{result.latex_message}", markup=False)
