@@ -507,12 +507,13 @@ def _pruning(g: Group, metrics: Sequence[str]) -> list[Table]:
         cols.append(Column("delta", "ΔPSNR", "dB", +1, 2))
         for m, row in zip(methods, rows):
             row.cells["delta"] = aggregate(_index(m.entries), scenes, lambda e: (
-                (e.psnr - src[(e.scene, e.seed)], None) if (e.scene, e.seed) in src and e.psnr is not None
+                (None, None) if e.role == "mixture"  # (the reference itself: "--")
+                else (e.psnr - src[(e.scene, e.seed)], None) if (e.scene, e.seed) in src and e.psnr is not None
                 else (None, "the unpruned run is not among the sources")), signed=True)
         caption = (f"Gate-aware pruning of MoE-GS over {', '.join(experts)}, {_where(g, scenes)}: criterion and share of "
                    f"each expert's Gaussians removed; ΔPSNR against the unpruned mixture.")
         out.append(Table(f"pruning_{_slug(g.name)}_{_slug('+'.join(experts))}", f"Pruning, {g.name}", caption,
-                         "Criterion, amount", cols, rows))
+                         "Criterion, amount", cols, rows, ["--: the unpruned mixture itself."] if source else []))
     return out
 
 
