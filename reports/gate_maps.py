@@ -8,7 +8,8 @@ themselves, ``G_k = W_k``, with no softmax: they need not sum to 1 and may leave
 heatmaps clip them to their fixed 0..1 scale; the winner is still the argmax). Tensors (any
 device) and numpy arrays are both accepted.
 
-- :func:`expert_palette`: K distinct colours (matplotlib's tab10, then tab20; at most 20 experts).
+- :func:`expert_palette`: the experts' colours, one per id and the same in every figure of a run or
+  a report (:mod:`moegs_bench.reports.palette`; distinct within a figure, at most 20 experts).
 - :func:`winner_map`: the colour of the winning expert (argmax over K) per pixel.
 - :func:`winner_shares`: the fraction of pixels each expert wins.
 - :func:`save_gate_figure`: one PNG with the mixture, the winner map with a legend (expert names and
@@ -25,7 +26,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import imageio.v2 as iio2
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,8 +35,8 @@ from torch import Tensor
 
 from moegs_bench.errors import InputError
 from moegs_bench.io import atomic_write
+from moegs_bench.reports.palette import MAX_EXPERTS, expert_rgb
 
-MAX_EXPERTS = 20  # the largest qualitative matplotlib palette (tab20)
 MIN_VIDEO_HEIGHT = 256  # video frames are upscaled to at least this many rows
 GAP = 2  # white pixels between the two panels of a video frame
 FIGURE_DPI = 150
@@ -46,16 +46,12 @@ FIGURE_COLUMNS = 4  # at most this many expert heatmaps per figure row
 ArrayLike = Tensor | np.ndarray
 
 
-def expert_palette(k: int) -> np.ndarray:
-    """``[k, 3]`` uint8 distinct colours: tab10 for ``k <= 10``, tab20 for ``k <= 20``.
+def expert_palette(names: Sequence[str]) -> np.ndarray:
+    """``[K, 3]`` uint8: the colour of each expert id in ``names`` (:func:`~moegs_bench.reports.palette.expert_rgb`).
 
-    Raises :class:`InputError` (a ``ValueError``) for ``k < 1`` or ``k > 20``.
+    Raises :class:`InputError` (a ``ValueError``) for no names, repeated names or more than 20.
     """
-    if k < 1 or k > MAX_EXPERTS:
-        raise InputError(f"k: expected 1..{MAX_EXPERTS} experts (tab10/tab20 colours), got {k}")
-    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
-    rgb = np.asarray(cmap.colors, dtype=np.float64)[:k, :3]  # [k, 3] in [0, 1]
-    return np.round(rgb * 255.0).astype(np.uint8)  # [k, 3]
+    return expert_rgb(list(names))  # [K, 3]
 
 
 def winner_shares(gates: ArrayLike) -> np.ndarray:
@@ -65,13 +61,21 @@ def winner_shares(gates: ArrayLike) -> np.ndarray:
     return counts / counts.sum()
 
 
-def winner_map(gates: ArrayLike) -> np.ndarray:
-    """``[H, W, 3]`` uint8: the :func:`expert_palette` colour of ``argmax_k gates`` per pixel.
+def winner_map(gates: ArrayLike, names: Sequence[str]) -> np.ndarray:
+    """``[H, W, 3]`` uint8: the :func:`expert_palette` colour of the expert ``argmax_k gates`` per
+    pixel (``names``: the K expert ids, in the gates' order).
 
     Ties go to the lowest expert index.
     """
     g = _gates_numpy(gates)  # [K, H, W]
-    return expert_palette(g.shape[0])[g.argmax(axis=0)]  # [H, W, 3]
+    _check_names(names, g.shape[0])
+    return expert_palette(names)[g.argmax(axis=0)]  # [H, W, 3]
+
+
+def _check_names(names: Sequence[str], k: int) -> None:
+    if isinstance(names, str) or len(names) != k:
+        got = "a str" if isinstance(names, str) else f"{len(names)} names"
+        raise InputError(f"names: expected {k} names (one per expert, gates is [K={k}, H, W]), got {got}")
 
 
 def save_gate_figure(
@@ -89,9 +93,9 @@ def save_gate_figure(
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI))
 
 
-def video_frame(image: ArrayLike, gates: ArrayLike) -> np.ndarray:
+def video_frame(image: ArrayLike, gates: ArrayLike, names: Sequence[str]) -> np.ndarray:
     """``[H', W', 3]`` uint8: the mixture ``image`` (``[H, W, 3]`` float in [0, 1]) left, its winner
-    map right.
+    map (``names``: the experts' ids, for their colours) right.
 
     Both panels are upscaled by the smallest integer nearest-neighbour factor ``s`` with
     ``H * s >= 256`` and separated by a 2 px white gap: the image is ``[:H*s, :W*s]``, the winner map
@@ -105,7 +109,7 @@ def video_frame(image: ArrayLike, gates: ArrayLike) -> np.ndarray:
     sh, sw = h * scale, w * scale
     frame = np.full((sh + sh % 2, 2 * sw + GAP, 3), 255, dtype=np.uint8)  # [H', W', 3]
     frame[:sh, :sw] = _upscale(pixels, scale)
-    frame[:sh, sw + GAP:] = _upscale(winner_map(g), scale)
+    frame[:sh, sw + GAP:] = _upscale(winner_map(g, names), scale)
     return frame
 
 
@@ -166,12 +170,10 @@ def _gate_figure(
     """The figure :func:`save_gate_figure` writes (Agg canvas, no pyplot state)."""
     g = _gates_numpy(gates)  # [K, H, W]
     k, h, w = g.shape
-    if isinstance(names, str) or len(names) != k:
-        got = "a str" if isinstance(names, str) else f"{len(names)} names"
-        raise InputError(f"names: expected {k} names (one per expert, gates is [K={k}, H, W]), got {got}")
+    _check_names(names, k)
     pixels = None if image is None else _image_uint8(image, h, w)  # [H, W, 3]
 
-    palette = expert_palette(k)  # [K, 3]
+    palette = expert_palette(names)  # [K, 3]
     shares = winner_shares(g)  # [K]
     top = (0 if pixels is None else 1) + 2  # image?, winner map, legend
     ncols = max(top, min(k, FIGURE_COLUMNS))
@@ -192,7 +194,7 @@ def _gate_figure(
         ax.set_axis_off()
         col += 1
     ax = fig.add_subplot(grid[0, col])
-    ax.imshow(winner_map(g), interpolation="nearest")
+    ax.imshow(winner_map(g, names), interpolation="nearest")
     ax.set_title("winning expert")
     ax.set_axis_off()
     legend_ax = fig.add_subplot(grid[0, col + 1:])

@@ -12,8 +12,8 @@ Every plot has three layers:
 A figure that an entry lacks (``None``) is left out, never drawn as 0. Reruns on the same entries
 write byte-identical files (no timestamps, no software names in the metadata).
 
-Styles (:func:`model_styles`): an expert's colour is fixed by its position among all the expert
-ids of the report (seaborn's colour-blind palette), so an expert looks the same in every figure;
+Styles (:func:`model_styles`): an expert's colour is fixed by its id (:mod:`moegs_bench.reports.palette`,
+seaborn's colour-blind palette), so an expert looks the same in every figure, the runs' gate maps included;
 MoE-GS is black with a star, the uniform average grey dashed, the oracle light grey dotted. Each
 expert also has its own marker, line style and bar hatch, for black-and-white print.
 """
@@ -39,6 +39,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from moegs_bench.errors import UserInputError
+from moegs_bench.reports.palette import COLORS, MAX_EXPERTS, expert_colors
 from moegs_bench.io import atomic_write
 from moegs_bench.reports.records import Entry
 
@@ -99,18 +100,21 @@ _HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "++++", "oooo", "----", "|||
 _CRITERIA_PALETTE = "Dark2"  # prune criteria: not models, kept apart from the experts' colours
 
 
-def _expert_colors(n: int) -> list[str]:
-    """``n`` hex colours from seaborn's colour-blind palette without its grey (the Average's);
-    repeated past 9 (markers, line styles and hatches still differ)."""
-    base = [to_hex(c) for c in sns.color_palette("colorblind", 10)]
-    base = [c for c in base if c != "#949494"]
-    return [base[i % len(base)] for i in range(n)]
+def _expert_colors(experts: Sequence[str]) -> list[str]:
+    """The experts' colours: the same per id as in the runs' gate maps and videos
+    (:func:`moegs_bench.reports.palette.expert_colors`); past its 20 experts, the palette repeats
+    (markers, line styles and hatches still differ)."""
+    if len(experts) <= MAX_EXPERTS:
+        colors = expert_colors(experts)
+        return [colors[x] for x in experts]
+    return [COLORS[i % len(COLORS)] for i in range(len(experts))]
 
 
 def model_styles(names: Iterable[str]) -> dict[str, Style]:
     """A :class:`Style` for every name (an expert id or a model label).
 
-    Expert ids get colour, marker, line style and hatch by their position in the sorted list of
+    Expert ids get their colour by id (:mod:`moegs_bench.reports.palette`, as in the runs' gate maps)
+    and marker, line style and hatch by their position in the sorted list of
     the expert ids among ``names`` (derived labels "<id> (distilled)" / "<id> (GT baseline)" count
     their id): pass every name of a report (:func:`report_styles`) and an expert looks the same in
     all its figures. A student keeps its expert's colour (distilled: diamond, dash-dot; GT
@@ -123,7 +127,7 @@ def model_styles(names: Iterable[str]) -> dict[str, Style]:
         match = _DERIVED.match(name)
         experts.add(match["expert"] if match else name)
     ordered = sorted(experts)
-    colors = _expert_colors(len(ordered))
+    colors = _expert_colors(ordered)
     styles = {e: Style(colors[i], _MARKERS[i % len(_MARKERS)], _LINESTYLES[i % len(_LINESTYLES)],
                        _HATCHES[i % len(_HATCHES)]) for i, e in enumerate(ordered)}
     out: dict[str, Style] = {}

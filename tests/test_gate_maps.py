@@ -20,29 +20,36 @@ from moegs_bench.reports.gate_maps import (
 )
 
 # matplotlib's published tab10 / tab20 colours, written out as the oracle.
-TAB10 = ["1f77b4", "ff7f0e", "2ca02c", "d62728", "9467bd", "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf"]
-TAB20 = ["1f77b4", "aec7e8", "ff7f0e", "ffbb78", "2ca02c", "98df8a", "d62728", "ff9896", "9467bd", "c5b0d5",
-         "8c564b", "c49c94", "e377c2", "f7b6d2", "7f7f7f", "c7c7c7", "bcbd22", "dbdb8d", "17becf", "9edae5"]
+# The built-in experts' colours, written out (seaborn's "colorblind" palette: 4dgs, e-d3dgs, ex4dgs, stg).
+BUILTIN = {"4dgs": "0173b2", "e-d3dgs": "de8f05", "ex4dgs": "029e73", "stg": "d55e00"}
+IDS = ["4dgs", "e-d3dgs", "ex4dgs"]
 
 
 def rgb(hex_colour: str) -> list[int]:
     return [int(hex_colour[i:i + 2], 16) for i in (0, 2, 4)]
 
 
-def test_palette_is_tab10_then_tab20():
-    np.testing.assert_array_equal(expert_palette(10), np.array([rgb(c) for c in TAB10], dtype=np.uint8))
-    np.testing.assert_array_equal(expert_palette(3), expert_palette(10)[:3])
-    np.testing.assert_array_equal(expert_palette(20), np.array([rgb(c) for c in TAB20], dtype=np.uint8))
-    for k in (1, 2, 10, 11, 20):
-        p = expert_palette(k)
-        assert p.shape == (k, 3) and p.dtype == np.uint8
-        assert len(np.unique(p, axis=0)) == k
+def test_palette_is_per_id_whatever_the_other_experts():
+    import seaborn as sns
+    from matplotlib.colors import to_hex
+
+    colorblind = [to_hex(c)[1:] for c in sns.color_palette("colorblind", 10)]  # (seaborn itself as the oracle)
+    assert list(BUILTIN.values()) == colorblind[:4]
+    for names in (["4dgs", "stg"], ["stg", "e-d3dgs", "4dgs", "ex4dgs"], ["ex4dgs"]):
+        np.testing.assert_array_equal(expert_palette(names), np.array([rgb(BUILTIN[x]) for x in names], np.uint8))
+    # Plugin ids: the same colour in any company, distinct within a figure, up to 20 experts.
+    many = [f"plugin-{i}" for i in range(16)] + IDS + ["stg"]
+    p = expert_palette(many)
+    assert p.shape == (20, 3) and p.dtype == np.uint8 and len(np.unique(p, axis=0)) == 20
+    alone = expert_palette(["plugin-3"])
+    with_builtins = expert_palette(["4dgs", "plugin-3"])
+    np.testing.assert_array_equal(alone[0], with_builtins[1])
 
 
-@pytest.mark.parametrize("k", [0, 21])
-def test_palette_rejects_bad_counts(k):
-    with pytest.raises(ValueError, match="20"):
-        expert_palette(k)
+@pytest.mark.parametrize("names", [[], [f"x{i}" for i in range(21)], ["a", "a"]])
+def test_palette_rejects_bad_sets(names):
+    with pytest.raises(ValueError, match="experts: expected"):
+        expert_palette(names)
 
 
 def hand_gates() -> tuple[np.ndarray, np.ndarray]:
@@ -58,12 +65,12 @@ def hand_gates() -> tuple[np.ndarray, np.ndarray]:
 
 def test_winner_map_matches_hand_picked_winners():
     gates, winners = hand_gates()
-    colours = np.array([rgb(c) for c in TAB10[:3]], dtype=np.uint8)
+    colours = np.array([rgb(BUILTIN[x]) for x in IDS], dtype=np.uint8)
     expected = colours[winners]  # [2, 3, 3]
-    got = winner_map(gates)
+    got = winner_map(gates, IDS)
     assert got.dtype == np.uint8 and got.shape == (2, 3, 3)
     np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(winner_map(torch.from_numpy(gates)), expected)
+    np.testing.assert_array_equal(winner_map(torch.from_numpy(gates), IDS), expected)
     np.testing.assert_allclose(winner_shares(gates), [2 / 6, 1 / 6, 3 / 6])
 
 
@@ -77,7 +84,7 @@ def test_winner_map_matches_hand_picked_winners():
 ])
 def test_winner_map_rejects_bad_gates(gates, message):
     with pytest.raises(InputError, match=message):
-        winner_map(gates)
+        winner_map(gates, [f"e{i}" for i in range(np.shape(gates)[0])] if np.ndim(gates) == 3 else ["e0"])
 
 
 def test_gate_figure_legend_names_and_shares():
@@ -107,7 +114,7 @@ def test_save_gate_figure_writes_png_atomically(tmp_path):
     assert png.ndim == 3 and png.shape[2] in (3, 4) and png.dtype == np.uint8
     assert png.shape[0] > h and png.shape[1] > w
     pixels = png[..., :3].reshape(-1, 3)
-    for colour in TAB10[:3]:  # each winner's colour is drawn (winner map and legend)
+    for colour in (BUILTIN[x] for x in ("4dgs", "stg", "ex4dgs")):  # each winner's colour (winner map, legend)
         assert (pixels == rgb(colour)).all(axis=1).any(), colour
 
 
@@ -136,9 +143,10 @@ def test_video_frame_layout():
     gates = np.zeros((2, h, w), np.float32)
     gates[0, :4] = 1.0  # rows 0-3: expert 0, rows 4-6: expert 1
     gates[1, 4:] = 1.0
-    winners = np.array([rgb(TAB10[0])] * 4 + [rgb(TAB10[1])] * 3, dtype=np.uint8)[:, None, :].repeat(w, axis=1)
+    winners = np.array([rgb(BUILTIN["4dgs"])] * 4 + [rgb(BUILTIN["stg"])] * 3, dtype=np.uint8)[:, None, :]
+    winners = winners.repeat(w, axis=1)
 
-    frame = video_frame(image, gates)
+    frame = video_frame(image, gates, ["4dgs", "stg"])
     s = 37  # smallest s with 7 * s >= 256; 259 rows, padded to 260
     assert frame.dtype == np.uint8 and frame.shape == (260, 2 * w * s + 2, 3)
     left = np.repeat(np.repeat(levels.astype(np.uint8), s, axis=0), s, axis=1)
@@ -148,18 +156,18 @@ def test_video_frame_layout():
     assert (frame[:, w * s: w * s + 2] == 255).all()  # the gap
     assert (frame[259] == 255).all()  # the padding row
     assert tuple(frame[100, 50]) == tuple(levels[100 // s, 50 // s])
-    np.testing.assert_array_equal(video_frame(levels / 255.0, torch.from_numpy(gates)), frame)
+    np.testing.assert_array_equal(video_frame(levels / 255.0, torch.from_numpy(gates), ["4dgs", "stg"]), frame)
 
 
 @pytest.mark.parametrize(("h", "w", "shape"), [(72, 96, (288, 770, 3)), (256, 2, (256, 6, 3)), (301, 4, (302, 10, 3))])
 def test_video_frame_sizes(h, w, shape):
-    frame = video_frame(np.zeros((h, w, 3), np.float32), np.ones((1, h, w), np.float32))
+    frame = video_frame(np.zeros((h, w, 3), np.float32), np.ones((1, h, w), np.float32), ["4dgs"])
     assert frame.shape == shape
 
 
 def test_video_frame_rejects_mismatched_image():
     with pytest.raises(InputError, match=r"image: expected shape \[4, 5, 3\]"):
-        video_frame(np.zeros((4, 6, 3), np.float32), np.ones((2, 4, 5), np.float32))
+        video_frame(np.zeros((4, 6, 3), np.float32), np.ones((2, 4, 5), np.float32), ["4dgs", "stg"])
 
 
 def flat_frames(n: int) -> list[np.ndarray]:
@@ -168,7 +176,7 @@ def flat_frames(n: int) -> list[np.ndarray]:
     gates = np.zeros((3, h, w), np.float32)
     gates[0, :3], gates[1, 3:5], gates[2, 5:] = 1.0, 1.0, 1.0
     colours = [(0.9, 0.1, 0.1), (0.1, 0.8, 0.2), (0.2, 0.2, 0.9), (0.9, 0.9, 0.1), (0.5, 0.5, 0.5)]
-    return [video_frame(np.full((h, w, 3), colours[i % 5], np.float32), np.roll(gates, i, axis=0))
+    return [video_frame(np.full((h, w, 3), colours[i % 5], np.float32), np.roll(gates, i, axis=0), IDS)
             for i in range(n)]
 
 

@@ -221,10 +221,12 @@ def test_gate_share_series_all_pixels_is_the_pixel_weighted_mean():
 # ------------------------------------------------------------------------------------- styles
 
 
-def test_model_styles_fixed_and_by_sorted_expert_position():
+def test_model_styles_fixed_and_colours_by_expert_id():
     styles = plots.model_styles(["stg", "MoE-GS", "4dgs", "Average", "Oracle", "4dgs (distilled)"])
-    palette = plots._expert_colors(2)
-    assert styles["4dgs"].color == palette[0] and styles["stg"].color == palette[1]
+    palette = [styles["4dgs"].color, styles["stg"].color]
+    # The runs' gate maps colour an expert the same (reports.palette): 4dgs blue, stg vermilion.
+    assert palette == ["#0173b2", "#d55e00"]
+    assert plots.model_styles(["stg", "e-d3dgs"])["stg"].color == "#d55e00"  # (whatever the company)
     assert styles["MoE-GS"] == Style("#000000", "*", "-")
     assert styles["Average"].linestyle == "--" and styles["Oracle"].linestyle == ":"
     assert styles["4dgs (distilled)"].color == styles["4dgs"].color

@@ -345,7 +345,7 @@ def write_gate_video(mixture, scene: Scene, path: Path, fps: int = 10) -> int:
     def frames():
         for t in times:
             out = mixture(replace(camera, time=t), scene.background)
-            yield video_frame(out.image.clamp(0, 1), out.gates)
+            yield video_frame(out.image.clamp(0, 1), out.gates, mixture.expert_ids)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_video(path, frames(), fps=fps)
