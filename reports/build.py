@@ -157,7 +157,7 @@ def _write(stage: Path, out: Path, found: Found, groups: Sequence[Group], tables
             compiled = compile_pdf(stage, shown_as=out)
             result.pdf, result.latex_message, result.latex_failed = compiled.pdf, compiled.message, compiled.failed
         else:
-            result.latex_message = "not compiled (--no-compile); compile with: latexmk -pdf report.tex"
+            result.latex_message = f"not compiled (--no-compile); compile with: cd {out} && latexmk -pdf report.tex"
     return result
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 from moegs_bench.cli._common import UserError, check_writable
 
 
+SHOWN = 5  # warnings (and skipped figures) printed; all of them are in provenance.json
+
+
 def split_list(option: str, text: str | None, default: Sequence[str]) -> tuple[str, ...]:
     """A comma-separated option value as a tuple (``default`` when not given)."""
     if text is None:
@@ -40,10 +43,12 @@ def run_report(*, sources: Sequence[Path], out: Path, formats: str | None, metri
 
     result = build_report(sources, out, options, log=log, argv=sys.argv)
     console = Console(highlight=False)
-    for w in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
-    for s in result.skipped:
-        err.print(f"[yellow]skipped:[/yellow] {escape(s)}", soft_wrap=True)
+    for kind, lines in (("warning", result.warnings), ("skipped", result.skipped)):
+        for line in lines[:SHOWN]:
+            err.print(f"[yellow]{kind}:[/yellow] {escape(line)}", soft_wrap=True)
+        if len(lines) > SHOWN:
+            err.print(f"[yellow]{kind}:[/yellow] ... {len(lines) - SHOWN} more in {escape(str(out))}/provenance.json",
+                      soft_wrap=True)
     console.print(f"{result.records} records, {result.entries} results -> {len(result.tables)} tables in "
                   f"[b]{escape(str(out))}[/b]")
     for t in result.tables:
