@@ -319,7 +319,24 @@ def _open_run_scene(run: Entry, cache_dir: Path | None) -> Any:
                               frame_range=tuple(frames) if frames else None)
     except (UserInputError, OSError) as exc:
         raise _Missing(f"dataset {run.scene} cannot be opened: {exc}") from None
+    used = _dataset_size(run.record)
+    state = scene.state.to_dict() or {}
+    found = (state.get("files"), state.get("bytes"))
+    if used is not None and found != used:  # (e.g. a synthetic scene generated again by other code)
+        raise _Missing(f"dataset {run.scene} is not the one the run used ({found[0]} files, {found[1]} bytes; "
+                       f"the run's: {used[0]} files, {used[1]} bytes)")
     return scene
+
+
+def _dataset_size(record: Path | None) -> tuple[int, int] | None:
+    """``(files, bytes)`` of the dataset a run's record names (``extra.dataset``; its digest also
+    covers modification times, which a dataset generated again does not share), if recorded."""
+    try:
+        data = (read_record(record).extra.get("dataset") or {}) if record is not None else {}
+    except ResultsError:
+        return None
+    files, size = data.get("files"), data.get("bytes")
+    return (files, size) if isinstance(files, int) and isinstance(size, int) else None
 
 
 def _crops_figure(views: Sequence[_View], expert: str) -> MplFigure:

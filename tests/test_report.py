@@ -333,3 +333,25 @@ def test_without_latex_the_tex_is_written_and_the_command_to_compile_it_given(su
     assert (out / "report.tex").is_file() and (out / "tables" / "main_synthetic.tex").is_file()
     assert result.latex_message.endswith(f"compile with: cd {out} && latexmk -pdf report.tex")
     assert json.loads((out / "provenance.json").read_text())["latex"] == result.latex_message
+
+
+def test_crops_refuse_a_dataset_other_than_the_runs(finished, tmp_path):
+    """The crops read the ground truth from the scene the record names; a dataset of another size
+    than the run's (its record's extra.dataset) gives no figure and says why."""
+    from moegs_bench.reports import figures
+
+    _, run_dir, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    found = entries_from([copy])
+    mix = next(e for e in found.entries if e.role == "mixture")
+    figure, reason = figures.crops(mix, found.entries, tmp_path / "a", cache_dir=tmp_path / "cache")
+    assert figure is not None and reason is None
+    path = copy / "results" / "mixture.json"
+    data = json.loads(path.read_text())
+    data["extra"]["dataset"]["bytes"] += 1
+    path.write_text(json.dumps(data))
+    found = entries_from([copy])
+    mix = next(e for e in found.entries if e.role == "mixture")
+    figure, reason = figures.crops(mix, found.entries, tmp_path / "b", cache_dir=tmp_path / "cache")
+    assert figure is None and "is not the one the run used" in reason
