@@ -246,6 +246,10 @@ def test_cli_errors_are_one_line_and_write_nothing(suite, tmp_path):
     proc = cli("report", str(suite), "--out", str(foreign))
     assert proc.returncode == 2 and "is not a moegs-bench report" in proc.stderr
     assert sorted(p.name for p in foreign.iterdir()) == ["paper.tex"]
+    proc = cli("report", str(empty / "sub" / "other.json"), "--out", str(tmp_path / "r1"))
+    assert proc.returncode == 2 and "other.json: not a moegs-bench results record" in proc.stderr
+    proc = cli("report", str(tmp_path / "missing"), "--out", str(tmp_path / "r1"))
+    assert proc.returncode == 2 and "missing: no such file or folder" in proc.stderr
     proc = cli("report", str(suite), "--out", str(tmp_path / "r2"), "--metrics", "psnr,fid")
     assert proc.returncode == 2 and "--metrics: unknown metric 'fid'" in proc.stderr
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
