@@ -1,9 +1,10 @@
 """LaTeX output: one booktabs table per file, a ``report.tex`` that inputs them with the figures,
 and compiling it with latexmk when TeX is installed.
 
-Each table file is a complete ``table`` float (caption, label, ``tabular``, notes) that a paper can
-``\\input``. Its look goes through macros the file only *provides* (``\\providecommand``), so a paper
-that defines them first restyles every table:
+Each table file is a complete ``table`` float (caption, label, ``tabular``, notes; no placement
+option, so the paper's default applies) that a paper can ``\\input``. Its look goes through
+macros the file only *provides* (``\\providecommand``), so a paper that defines them first
+restyles every table:
 
 - ``\\mbbest{x}`` (default bold) and ``\\mbsecond{x}`` (underlined): best and second best per column;
 - ``\\mbna`` (``n/a``): a figure that does not exist, with a footnote mark saying why;
@@ -100,7 +101,7 @@ def table_tex(table: Table) -> str:
     marks = {note: _MARKS[i % len(_MARKS)] for i, note in enumerate(notes)}
     cols = table.columns
     lines = [f"% {table.title}: written by moegs-bench report from the results records (do not edit)", MACROS.rstrip(),
-             r"\begin{table}[tbp]", r"\centering", rf"\caption{{{escape(table.caption)}}}",
+             r"\begin{table}", r"\centering", rf"\caption{{{escape(table.caption)}}}",
              rf"\label{{tab:{table.name}}}", r"\small"]
     spec = "l" + "r" * len(cols)
     wide = _too_wide(table)
@@ -174,18 +175,19 @@ def report_tex(title: str, tables: Sequence[Table], figures: Sequence[FigureRef]
     ``grids``: (caption, label, [(image path, sub-caption)]) figures laid out two per row."""
     out = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
            r"\usepackage{graphicx}", r"\usepackage{amssymb}", r"\usepackage{flafter}", r"\usepackage{caption}", r"\usepackage{subcaption}",
-           r"\usepackage[hidelinks]{hyperref}", r"\pdfinfoomitdate=1", r"\pdftrailerid{}", "",
+           r"\usepackage[hidelinks]{hyperref}", r"\pdfinfoomitdate=1", r"\pdftrailerid{}",
+           r"\makeatletter\def\fps@table{!htbp}\def\fps@figure{!htbp}\makeatother", "",  # (floats stay near)
            r"\begin{document}", rf"\section*{{{escape(title)}}}"]
     out += [escape(s) + "\n" for s in summary]
     for table in tables:
         out.append(rf"\input{{tables/{table.name}.tex}}")
     for fig in figures:
-        out += [r"\begin{figure}[tbp]", r"\centering",  # (natural size, fonts as drawn; shrunk to fit)
+        out += [r"\begin{figure}", r"\centering",  # (natural size, fonts as drawn; shrunk to fit)
                 rf"\resizebox{{\ifdim\width>\linewidth\linewidth\else\width\fi}}{{!}}"
                 rf"{{\includegraphics{{{fig.path}}}}}",
                 rf"\caption{{{escape(fig.caption)}}}", rf"\label{{fig:{fig.label}}}", r"\end{figure}"]
     for caption, label, images in grids:
-        out += [r"\begin{figure}[tbp]", r"\centering"]
+        out += [r"\begin{figure}", r"\centering"]
         for i, (path, sub) in enumerate(images):
             out += [r"\begin{subfigure}[t]{0.49\linewidth}", r"\centering",
                     rf"\includegraphics[width=\linewidth]{{{path}}}", rf"\caption{{{escape(sub)}}}",
