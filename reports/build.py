@@ -67,20 +67,19 @@ class ReportOptions:
     cache_dir: Path | None = None  # where the scenes' ground truth is read from (for the crops)
 
     def __post_init__(self) -> None:
-        for f in self.formats:
-            if f not in FORMATS:
-                raise ReportError(f"--format: unknown format {f!r}; expected a comma-separated list of "
-                                  f"{', '.join(FORMATS)}")
-        if not self.formats:
-            raise ReportError(f"--format: expected at least one of {', '.join(FORMATS)}")
-        for m in self.metrics:
-            if m not in METRICS:
-                raise ReportError(f"--metrics: unknown metric {m!r}; expected a comma-separated list of "
-                                  f"{', '.join(METRICS)}")
-        if not self.metrics:
-            raise ReportError(f"--metrics: expected at least one of {', '.join(METRICS)}")
+        _check_choices("--format", "format", self.formats, FORMATS)
+        _check_choices("--metrics", "metric", self.metrics, METRICS)
         if self.group_by not in GROUP_BY:
             raise ReportError(f"--group-by: unknown grouping {self.group_by!r}; expected one of {', '.join(GROUP_BY)}")
+
+
+def _check_choices(option: str, what: str, values: Sequence[str], allowed: Sequence[str]) -> None:
+    """At least one value, each one of ``allowed``; else :class:`ReportError` naming ``option``."""
+    for v in values:
+        if v not in allowed:
+            raise ReportError(f"{option}: unknown {what} {v!r}; expected a comma-separated list of {', '.join(allowed)}")
+    if not values:
+        raise ReportError(f"{option}: expected at least one of {', '.join(allowed)}")
 
 
 @dataclass

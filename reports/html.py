@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from moegs_bench.reports.table import Table, format_number, ranks
+from moegs_bench.reports.table import ARROWS, Table, cell_text, column_groups, footnote_marks, ranks
 
 __all__ = ["Media", "SceneDetails", "index_html", "table_html"]
 
-_MARKS = "abcdefghijklmnopqrstuvwxyz"
-_ARROWS = {1: " ↑", -1: " ↓", 0: ""}
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -65,21 +63,15 @@ document.querySelectorAll("table.sortable thead tr:last-child th").forEach(funct
 def table_html(table: Table) -> str:
     """``table`` as a sortable HTML table with its caption and notes."""
     rank = ranks(table)
-    notes = table.footnotes()
-    marks = {n: _MARKS[i % len(_MARKS)] for i, n in enumerate(notes)}
+    marks = footnote_marks(table)
     out = [f'<table class="sortable" id="{escape(table.name)}">', f"<caption>{escape(table.caption)}</caption>",
            "<thead>"]
-    groups: list[tuple[str, int]] = []
-    for col in table.columns:
-        if groups and groups[-1][0] == col.group:
-            groups[-1] = (col.group, groups[-1][1] + 1)
-        else:
-            groups.append((col.group, 1))
+    groups = column_groups(table.columns)
     if any(g for g, _ in groups):
         out.append('<tr class="groups"><th></th>' + "".join(f'<th colspan="{n}" style="text-align:center">'
                                                             f"{escape(g)}</th>" for g, n in groups) + "</tr>")
     heads = [escape(table.label_header)]
-    heads += [escape(c.header + (f" ({c.unit})" if c.unit else "") + _ARROWS[c.direction]) for c in table.columns]
+    heads += [escape(c.header + (f" ({c.unit})" if c.unit else "") + ARROWS[c.direction]) for c in table.columns]
     out.append("<tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>")
     for i, row in enumerate(table.rows):
         classes = " ".join(c for c, on in (("rule", row.rule_before and i > 0), ("bound", row.bound)) if on)
@@ -93,16 +85,14 @@ def table_html(table: Table) -> str:
                         else '<span title="does not apply">--</span>')
                 cells.append(f'<td data-v="">{text}</td>')
             else:
-                text = format_number(cell.mean, col.digits, signed=cell.signed)
-                if cell.std is not None:
-                    text += f" ± {format_number(cell.std, col.digits)}"
+                text = cell_text(cell, col)
                 r = rank.get((i, col.key))
                 cls = ' class="best"' if r == 1 else ' class="second"' if r == 2 else ""
                 cells.append(f'<td data-v="{cell.mean!r}"{cls}>{escape(text)}</td>')
         out.append(f'<tr class="{classes}">' if classes else "<tr>")
         out.append("".join(cells) + "</tr>")
     out.append("</tbody></table>")
-    extra = [f"<sup>{marks[n]}</sup> {escape(n)}" for n in notes] + [escape(n) for n in table.notes]
+    extra = [f"<sup>{m}</sup> {escape(n)}" for n, m in marks.items()] + [escape(n) for n in table.notes]
     if extra:
         out.append('<p class="notes">' + "<br>".join(extra) + "</p>")
     else:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from moegs_bench.reports.table import Cell, Column, Table, format_number, ranks
+from moegs_bench.reports.table import Cell, Column, Table, column_groups, footnote_marks, format_number, ranks
 
 __all__ = ["MACROS", "CompileResult", "compile_pdf", "escape", "report_tex", "table_tex"]
 
@@ -36,7 +36,6 @@ MACROS = r"""\providecommand{\mbbest}[1]{\textbf{#1}}
 \providecommand{\mbbound}[1]{\textit{#1}}
 """
 _ARROWS = {1: r"$\uparrow$", -1: r"$\downarrow$", 0: ""}
-_MARKS = "abcdefghijklmnopqrstuvwxyz"
 TEXT_CHARS = 118  # characters of \small text across the document's text width (17 cm)
 SOURCE_DATE_EPOCH = "0"  # pdfTeX's dates and document id come from it: the PDF is reproducible
 LATEXMK_TIMEOUT_S = 300
@@ -97,8 +96,7 @@ def _header(col: Column) -> str:
 def table_tex(table: Table) -> str:
     """The table as a ``table`` float with booktabs rules (see module doc)."""
     rank = ranks(table)
-    notes = table.footnotes()
-    marks = {note: _MARKS[i % len(_MARKS)] for i, note in enumerate(notes)}
+    marks = footnote_marks(table)
     cols = table.columns
     lines = [f"% {table.title}: written by moegs-bench report from the results records (do not edit)", MACROS.rstrip(),
              r"\begin{table}", r"\centering", rf"\caption{{{escape(table.caption)}}}",
@@ -108,7 +106,7 @@ def table_tex(table: Table) -> str:
     if wide:
         lines.append(r"\resizebox{\linewidth}{!}{%")
     lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
-    groups = _groups(cols)
+    groups = column_groups(cols)
     if any(g for g, _ in groups):
         cells, rules, start = [""], [], 2
         for name, span in groups:
@@ -134,7 +132,7 @@ def table_tex(table: Table) -> str:
     lines += [r"\bottomrule", r"\end{tabular}"]
     if wide:
         lines.append("}")
-    extra = [rf"\textsuperscript{{{marks[n]}}}\,{escape(n)}" for n in notes] + [escape(n) for n in table.notes]
+    extra = [rf"\textsuperscript{{{m}}}\,{escape(n)}" for n, m in marks.items()] + [escape(n) for n in table.notes]
     if extra:
         lines.append(r"\par\smallskip{\footnotesize " + r"\par ".join(extra) + r"\par}")
     lines.append(r"\end{table}")
@@ -147,16 +145,6 @@ def _too_wide(table: Table) -> bool:
     label = max([len(table.label_header), *(len(r.label) for r in table.rows)])
     widths = [max(len(c.header) + len(c.unit) + (5 if c.unit else 2), 7) for c in table.columns]
     return label + sum(widths) + 2 * len(widths) > TEXT_CHARS
-
-
-def _groups(cols: Sequence[Column]) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for col in cols:
-        if out and out[-1][0] == col.group:
-            out[-1] = (col.group, out[-1][1] + 1)
-        else:
-            out.append((col.group, 1))
-    return out
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from moegs_bench.reports.table import Table, format_number, ranks
+from moegs_bench.reports.table import ARROWS, Table, cell_text, footnote_marks, ranks
 
 __all__ = ["table_markdown", "summary_markdown"]
 
-_MARKS = "abcdefghijklmnopqrstuvwxyz"
-_ARROWS = {1: " ↑", -1: " ↓", 0: ""}
 
 
 def _md(text: str) -> str:
@@ -23,13 +21,12 @@ def _md(text: str) -> str:
 def table_markdown(table: Table) -> str:
     """``table`` as a titled Markdown table with its caption and notes."""
     rank = ranks(table)
-    notes = table.footnotes()
-    marks = {n: _MARKS[i % len(_MARKS)] for i, n in enumerate(notes)}
+    marks = footnote_marks(table)
     heads = [_md(table.label_header)]
     for col in table.columns:
         group = f"{col.group} " if col.group else ""
         unit = f" ({col.unit})" if col.unit else ""
-        heads.append(_md(f"{group}{col.header}{unit}") + _ARROWS[col.direction])
+        heads.append(_md(f"{group}{col.header}{unit}") + ARROWS[col.direction])
     lines = [f"### {_md(table.title)}", "", _md(table.caption), "", "| " + " | ".join(heads) + " |",
              "|" + "---|" + "---:|" * len(table.columns)]
     for i, row in enumerate(table.rows):
@@ -41,13 +38,11 @@ def table_markdown(table: Table) -> str:
             elif cell.missing:
                 cells.append(f"n/a ({marks[cell.note]})" if cell.note else "--")
             else:
-                text = format_number(cell.mean, col.digits, signed=cell.signed)
-                if cell.std is not None:
-                    text += f" ± {format_number(cell.std, col.digits)}"
+                text = cell_text(cell, col)
                 r = rank.get((i, col.key))
                 cells.append(f"**{text}**" if r == 1 else f"_{text}_" if r == 2 else text)
         lines.append("| " + " | ".join(cells) + " |")
-    extra = [f"({marks[n]}) {_md(n)}" for n in notes] + [_md(n) for n in table.notes]
+    extra = [f"({m}) {_md(n)}" for n, m in marks.items()] + [_md(n) for n in table.notes]
     if extra:
         lines += [""] + [f"{line}  " for line in extra]
     return "\n".join(lines) + "\n"

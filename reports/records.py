@@ -36,7 +36,7 @@ from typing import Any
 from moegs_bench.errors import UserInputError
 from moegs_bench.results import SCHEMA_NAME, ResultRecord, ResultsError, read_record
 
-__all__ = ["Entry", "Found", "ReportInputError", "find_records", "entries_from"]
+__all__ = ["Entry", "Found", "ReportInputError", "find_records", "entries_from", "scene_name"]
 
 MAX_JSON_BYTES = 64 * 2**20  # larger JSON files are not results records (they hold per-view lists only)
 _SCHEMA_PROBE = 4096  # bytes read to decide whether a JSON file is a results record
@@ -87,8 +87,7 @@ class Entry:
 
     @property
     def scene_name(self) -> str:
-        """``kitchen`` for ``synthetic:kitchen`` and for ``panoptic:/data/kitchen``."""
-        return Path(self.scene.split(":", 1)[-1]).name or self.scene
+        return scene_name(self.scene)
 
     def setting(self, key: str, default: Any = None) -> Any:
         return dict(self.settings).get(key, default)
@@ -97,6 +96,11 @@ class Entry:
         """A figure by its report name (psnr, ssim, lpips, fps, storage_mb, train_s, num_gaussians)."""
         value = getattr(self, name)
         return None if value is None else float(value)
+
+
+def scene_name(scene: str) -> str:
+    """A scene spec's short name: ``kitchen`` for ``synthetic:kitchen`` and for ``panoptic:/data/kitchen``."""
+    return Path(scene.split(":", 1)[-1]).name or scene
 
 
 @dataclass

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from moegs_bench.reports.records import Entry, newest_last
+from moegs_bench.reports.records import Entry, newest_last, scene_name
 from moegs_bench.reports.table import Cell, Column, Row, Table, cell_of
 
 __all__ = ["GROUP_BY", "METRICS", "Group", "build_tables", "group_entries", "main_mixture", "main_runs"]
@@ -100,16 +100,12 @@ def value(entry: Entry, key: str, lpips_metric: str | None = None) -> tuple[floa
     return v, None
 
 
-def _scene_name(scene: str) -> str:
-    return scene.split(":", 1)[1] if ":" in scene else scene.rsplit("/", 1)[-1]
-
-
 def aggregate(by_scene: dict[str, dict[int, Entry]], scenes: Sequence[str],
               get: Callable[[Entry], tuple[float | None, str | None]], *, signed: bool = False) -> Cell:
     """One cell over ``scenes`` (see module doc): ``by_scene[scene][seed]`` -> entry."""
     missing = [s for s in scenes if not by_scene.get(s)]
     if missing:
-        return Cell(None, note="not run on " + ", ".join(_scene_name(s) for s in missing))
+        return Cell(None, note="not run on " + ", ".join(scene_name(s) for s in missing))
     per: dict[str, dict[int, float]] = {}
     for scene in scenes:
         per[scene] = {}
@@ -255,7 +251,7 @@ def _slug(text: str) -> str:
 
 def _where(g: Group, scenes: Sequence[str] | None = None) -> str:
     scenes = g.scenes if scenes is None else scenes
-    names = ", ".join(_scene_name(s) for s in scenes)
+    names = ", ".join(scene_name(s) for s in scenes)
     return f"{g.name} ({len(scenes)} scene{'s' if len(scenes) != 1 else ''}: {names})"
 
 
@@ -314,7 +310,7 @@ def _scenes(g: Group, metrics: Sequence[str]) -> Table | None:
     methods, text = _main_methods(g)
     quality = [m for m in metrics if m in QUALITY] or ["psnr"]
     lp = _lpips_metric([e for m in methods for e in m.entries])
-    cols = [Column(f"{scene}/{c.key}", c.header, c.unit, c.direction, c.digits, _scene_name(scene))
+    cols = [Column(f"{scene}/{c.key}", c.header, c.unit, c.direction, c.digits, scene_name(scene))
             for scene in g.scenes for c in _columns(quality, lp)]
     rows = _table_rows(methods, cols, lambda c: [c.key.rsplit("/", 1)[0]], lp)
     caption = f"Per scene, {_where(g)}.{text} Best in bold, second underlined per column."
@@ -356,7 +352,7 @@ def _regimes(g: Group) -> Table | None:
         rows.append(Row(names.get(model, model), cells, ranked=model != "oracle", bound=model == "oracle",
                         rule_before=model in ("average", "oracle")))
     shares = [f"{r}: " + ", ".join(f"{x} {_mean_share(mixtures, r, x):.2f}" for x in main[0]) for r in labels]
-    scenes = ", ".join(sorted({_scene_name(e.scene) for e in mixtures}))
+    scenes = ", ".join(sorted({scene_name(e.scene) for e in mixtures}))
     caption = (f"PSNR (dB) per motion regime, MoE-GS over {', '.join(main[0])}, averaged over {scenes} "
                f"(the synthetic scenes' region masks). Best in bold, second underlined per regime.")
     notes = ["Mean gate weight per expert: " + "; ".join(shares) + "."]
@@ -558,7 +554,7 @@ def _distillation(g: Group, metrics: Sequence[str]) -> list[Table]:
                      for c in cols if c.key != "gain"}
             cells["gain"] = aggregate(_index(m.entries), scenes, gain, signed=True)
             rows.append(Row(f"{student}, {m.label} ({how})", cells, rule_before=k == 0 and bool(rows)))
-    names = ", ".join(sorted({_scene_name(e.scene) for e in students}))
+    names = ", ".join(sorted({scene_name(e.scene) for e in students}))
     caption = (f"Distillation into one expert, {g.name} ({names}): the student trained on the mixture's renders "
                f"with weight lam on the ground truth where its gate is high (MoE-GS, Eq. 11), against the same "
                f"student trained for the same steps on the ground truth alone. Each block (student, steps) averages "

@@ -15,7 +15,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Cell", "Column", "Row", "Table", "cell_of", "format_number", "ranks"]
+__all__ = ["ARROWS", "Cell", "Column", "Row", "Table", "cell_of", "cell_text", "column_groups", "footnote_marks",
+           "format_number", "ranks"]
+
+ARROWS = {1: " ↑", -1: " ↓", 0: ""}  # a column's direction, after its header (plain text)
+_MARKS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -120,4 +124,26 @@ def ranks(table: Table) -> dict[tuple[int, str], int]:
                 out[(i, col.key)] = 1
             elif len(order) > 1 and value == order[1]:
                 out[(i, col.key)] = 2
+    return out
+
+
+def cell_text(cell: Cell, col: Column) -> str:
+    """A present cell as plain text: the mean with the column's digits, `` ± std`` over seeds."""
+    text = format_number(cell.mean, col.digits, signed=cell.signed)
+    return text + (f" ± {format_number(cell.std, col.digits)}" if cell.std is not None else "")
+
+
+def footnote_marks(table: Table) -> dict[str, str]:
+    """``{reason: letter}`` for the table's missing cells' reasons (:meth:`Table.footnotes`), a, b, ..."""
+    return {note: _MARKS[i % len(_MARKS)] for i, note in enumerate(table.footnotes())}
+
+
+def column_groups(columns: Sequence[Column]) -> list[tuple[str, int]]:
+    """``(group, span)`` of consecutive columns sharing a group header, in order ("" for none)."""
+    out: list[tuple[str, int]] = []
+    for col in columns:
+        if out and out[-1][0] == col.group:
+            out[-1] = (col.group, out[-1][1] + 1)
+        else:
+            out.append((col.group, 1))
     return out
