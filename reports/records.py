@@ -188,7 +188,8 @@ def record_entries(record: ResultRecord, path: Path) -> list[Entry]:
                   created=record.provenance.created, run_dir=_run_dir(path))
     figures = dict(psnr=m.psnr, ssim=m.ssim, lpips=m.lpips, lpips_metric=m.lpips_metric,
                    lpips_reason=m.lpips_unavailable_reason, fps=t.render_fps, storage_mb=record.storage_mb,
-                   train_s=t.train_seconds, num_gaussians=record.num_gaussians)
+                   train_s=None if "upstream" in extra else t.train_seconds,  # (imported: trained upstream)
+                   num_gaussians=record.num_gaussians)
     if record.kind == "expert":
         variant = extra.get("variant")
         expert = record.name

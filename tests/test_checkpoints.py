@@ -249,3 +249,16 @@ def test_cli_refuses_a_crafted_checkpoint_in_one_line(tmp_path):
     (out / "checkpoints" / "latest.pt").write_bytes(evil.read_bytes())
     line = assert_one_line_error(cli(*args, "--resume"), "checkpoints/latest.pt", "not a readable checkpoint")
     assert "weights_only" not in line and not marker.exists()
+
+
+def test_a_setting_added_since_the_checkpoint_counts_as_its_default(tmp_path):
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, Checkpoint(kind="expert", identity={"expert": "x"}, config={"a": 1, "train": {"n": 5}},
+                                     step=3, finished=True, elapsed=1.0, states={"model": {}}))
+    new = {"a": 1, "window": "flat", "train": {"n": 5, "ramp": 0}}
+    defaults = {"a": 7, "window": "flat", "train": {"n": 9, "ramp": 0}}
+    assert load_checkpoint(path, config=new, config_defaults=defaults).step == 3  # (saved values are kept)
+    with pytest.raises(CheckpointError, match="differs in window"):  # a non-default value of a new setting
+        load_checkpoint(path, config={**new, "window": "two-sided"}, config_defaults=defaults)
+    with pytest.raises(CheckpointError, match="differs in train, window"):  # no defaults: every key must be there
+        load_checkpoint(path, config=new)

@@ -32,7 +32,7 @@ from moegs_bench.config import (
 from moegs_bench.router.config import ROUTER_PROFILES, RouterConfig
 
 __all__ = ["Assignment", "ExpertsConfig", "OpenedScene", "RunConfig", "SceneConfig", "open_configured_scene",
-           "text_assignments"]
+           "scene_config_from_id", "text_assignments"]
 
 C = TypeVar("C", bound="ExpertsConfig")
 
@@ -179,6 +179,23 @@ def open_configured_scene(config: SceneConfig, cache_dir: Path | None) -> Opened
     if config.frames is not None:
         parts.append(f"frames={config.frames[0]}:{config.frames[1]}")
     return OpenedScene(scene, SceneConfig(spec=spec, downscale=scene.downscale, frames=config.frames), ";".join(parts))
+
+
+def scene_config_from_id(scene_id: str) -> SceneConfig:
+    """The :class:`SceneConfig` whose :func:`open_configured_scene` gives ``scene_id`` (the id a
+    ``train-expert`` or ``import`` folder's ``run.json`` names its scene by)."""
+    spec, *parts = scene_id.split(";")
+    downscale, frames = None, None
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key == "downscale":
+            downscale = int(value)
+        elif key == "frames":
+            start, _, end = value.partition(":")
+            frames = (int(start), int(end))
+        else:
+            raise ConfigError("scene", f"scene id {scene_id!r}: unknown part {part!r}")
+    return SceneConfig(spec=spec, downscale=downscale, frames=frames)
 
 
 def _check_downscale(scene: Any, downscale: int, *, given: bool) -> None:

@@ -660,6 +660,93 @@ def distill(
                     progress=progress, context=context, lpips=_choice(lpips), baseline_out=baseline_out)
 
 
+@app.command("import")
+def import_upstream(
+    fmt: Annotated[
+        str, typer.Argument(metavar="FORMAT", show_default=False,
+                            help="[b]4dgaussians[/b] (hustvl/4DGaussians), [b]e-d3dgs[/b] (JeongminB/E-D3DGS), "
+                                 "[b]ex4dgs[/b] (juno181/Ex4DGS) or [b]stg[/b] (oppo-us-research/SpacetimeGaussians, "
+                                 "lite model)."),
+    ],
+    source: Annotated[
+        Path, typer.Argument(metavar="UPSTREAM_DIR", show_default=False,
+                             help="The upstream output folder, as upstream's training saved it (README, "
+                                  "\"Importing upstream models\", lists the files each format reads)."),
+    ],
+    scene: Annotated[
+        str, typer.Option("--scene", "-s", metavar="SPEC", show_default=False,
+                          help="The scene the model was trained on ([b]FORMAT:PATH[/b] or [b]PATH[/b]): the "
+                               "import is evaluated on its test views, and its frames and cameras must be the "
+                               "checkpoint's."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", show_default=False,
+                           help="The expert run folder to write (a folder of another run is refused)."),
+    ],
+    iteration: Annotated[
+        int | None, typer.Option("--iteration", min=0, show_default=False,
+                                 help="The saved iteration to import (default: the last one saved)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo a finished import in the same folder.")] = False,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", show_default=False,
+                                  help="Cache for decoded images (default: $MOEGS_BENCH_CACHE or "
+                                       "~/.cache/moegs-bench)."),
+    ] = None,
+    downscale: _DownscaleOption = None,
+    frames: _FramesOption = None,
+    lpips: _LpipsOption = None,
+) -> None:
+    """Import a model trained with an expert's own code base as a finished expert run folder.
+
+    Reads UPSTREAM_DIR as the upstream code saves it, refuses (naming the setting) an upstream
+    configuration the expert does not reproduce, checks the scene's frames and cameras against the
+    checkpoint, and writes [cyan]OUT/expert.pt[/cyan], [cyan]OUT/results.json[/cyan] (evaluated on
+    the scene's test views), [cyan]OUT/renders/test/[/cyan] and [cyan]OUT/upstream.json[/cyan]
+    (upstream commit, iteration, every file read with its SHA-256, the settings read). Nothing is
+    written when the import is refused. [cyan]run --expert-run ID=OUT[/cyan], [cyan]prune[/cyan] and
+    [cyan]distill[/cyan] take the folder like a training of ours.
+    """
+    from moegs_bench.cli._interop import run_import
+
+    context = ErrorContext(run_folder=out, cache=cache)
+    with command_errors(context):
+        run_import(fmt=fmt, source=source, scene=scene, out=out, iteration=iteration, force=force, cache=cache,
+                   downscale=downscale, frames=frames, lpips=_choice(lpips), context=context)
+
+
+@app.command("export-ply")
+def export_ply(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", show_default=False,
+                             help="A finished run folder: train-expert, import or distill (one expert), or "
+                                  "[cyan]moegs-bench run[/cyan] (its experts)."),
+    ],
+    time: Annotated[float, typer.Option("--time", "-t", show_default=False,
+                                        help="Normalised time in [0, 1] (frame / number of frames).")],
+    out: Annotated[Path, typer.Option("--out", "-o", show_default=False, help="The PLY file to write.")],
+    expert: Annotated[
+        str | None, typer.Option("--expert", "-e", metavar="ID", show_default=False,
+                                 help="Only this expert of a mixture run (default: all, tagged by expert_id)."),
+    ] = None,
+    plugins: _PluginOption = None,
+    cache: _RunCacheOption = None,
+) -> None:
+    """Write the deformed Gaussians at one time as a standard 3DGS PLY (for 3DGS viewers).
+
+    The layout of graphdeco-inria/gaussian-splatting: x y z, nx ny nz (zero), f_dc_*, f_rest_*
+    (channel-major), logit opacity, log scales, unit rotation (w, x, y, z). A mixture run's experts
+    are written together with a [b]uchar expert_id[/b] property (the run's expert order, named in the
+    header comments): the file holds every expert's Gaussians, not the router's per-pixel blend.
+    """
+    from moegs_bench.cli._interop import run_export_ply
+
+    context = ErrorContext(cache=cache)
+    with command_errors(context):
+        run_export_ply(run_dir=run_dir, time=time, out=out, expert=expert, plugins=plugins or [], cache=cache,
+                       context=context)
+
+
 sweep_app = _sub_app("sweep", "Sweeps: ablations over experts, router settings, pruning and distillation, run "
                               "locally or on SLURM (README, \"Sweeps\").")
 

@@ -96,11 +96,12 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
 def load_checkpoint(
     path: Path, *, kind: str | None = None, identity: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None, expert: str | None = None, state_version: int | None = None,
-    map_location: str | torch.device = "cpu",
+    map_location: str | torch.device = "cpu", config_defaults: Mapping[str, Any] | None = None,
 ) -> Checkpoint:
     """Read and check a checkpoint. ``kind``, the entries of ``identity`` and ``config`` are what
     the caller expects (``expert`` / ``state_version`` are shorthands for identity entries of an
-    expert checkpoint); any mismatch is a one-line :class:`CheckpointError`."""
+    expert checkpoint); any mismatch is a one-line :class:`CheckpointError`. ``config_defaults``:
+    the values of settings a checkpoint written before they existed lacks (nested like ``config``)."""
     path = Path(path)
     problem = file_problem(path)
     if problem == "missing":
@@ -120,11 +121,23 @@ def load_checkpoint(
         got = ckpt.identity.get(key)
         if got != want:
             raise CheckpointError(f"{path}: {_mismatch(ckpt, key, got, want)}")
-    if config is not None and ckpt.config != dict(config):
-        diff = sorted(k for k in set(ckpt.config) | set(config) if ckpt.config.get(k) != config.get(k))
+    saved = with_defaults(ckpt.config, config_defaults or {})
+    if config is not None and saved != dict(config):
+        diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
         raise CheckpointError(f"{path}: {ckpt.kind} checkpoint trained with another configuration (differs in "
                               f"{', '.join(diff)})")
     return ckpt
+
+
+def with_defaults(saved: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` with the keys of ``defaults`` it lacks added (recursively into nested dicts)."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, Mapping) and isinstance(out[key], Mapping):
+            out[key] = with_defaults(out[key], value)
+    return out
 
 
 def _read(path: Path, map_location: str | torch.device) -> Any:

@@ -73,6 +73,9 @@ class LoopSpec:
     optimizer: OptimizerFactory  # torch.optim parameter groups -> optimiser
     identity: dict[str, Any]  # plain data naming what the checkpoints belong to (checked on load)
     config: dict[str, Any]  # plain data: the training configuration (checked on load)
+    #: The configuration's defaults (plain data like ``config``): a key a checkpoint lacks (a
+    #: setting added since it was written) counts as its default, the behaviour it was trained with.
+    config_defaults: dict[str, Any] | None = None
     final_optimizer: bool = True  # keep the optimiser state in the final checkpoint
     targets: TargetSource | None = None  # None: the training images (ImageSource)
 
@@ -210,7 +213,8 @@ def _accumulate(hooks: TrainingHooks, step: int, frames: Sequence[Frame], target
 
 
 def _load(path: Path, spec: LoopSpec) -> Checkpoint:
-    return load_checkpoint(path, kind=spec.kind, identity=spec.identity, config=spec.config)
+    return load_checkpoint(path, kind=spec.kind, identity=spec.identity, config=spec.config,
+                           config_defaults=spec.config_defaults)
 
 
 def _restore(path: Path, spec: LoopSpec, load: Callable[[], object]) -> None:

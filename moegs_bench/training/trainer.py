@@ -142,7 +142,7 @@ def expert_loop(expert_cls: ExpertClass, config: TrainableConfig, seed: int) -> 
         kind="expert", label=expert_cls.info.id, iterations=tc.iterations, checkpoint_every=tc.checkpoint_every,
         views=EpochPermutations(seed, tc.batch_size), optimizer=functools.partial(torch.optim.Adam, eps=1e-15),
         identity={"expert": expert_cls.info.id, "state_version": expert_cls.state_version},
-        config=config.to_dict(),
+        config=config.to_dict(), config_defaults=type(config)().to_dict(),
     )
 
 

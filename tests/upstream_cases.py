@@ -1,0 +1,35 @@
+"""Shared pieces of the upstream-import tests: a small scene in the Dynamic3DGaussians layout with
+the frame count and camera numbers an upstream fixture was made for, and the fixtures' folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moegs_bench.cameras import Camera
+from moegs_bench.data import panoptic
+from moegs_bench.data.scene import Frame, PointCloud
+
+FIXTURES = Path(__file__).parent / "data" / "upstream"
+
+
+def write_scene(root: Path, num_frames: int, train_ids: tuple[int, ...], test_ids: tuple[int, ...] = (),
+                *, width: int = 24, height: int = 18, seed: int = 0) -> str:
+    """A ``panoptic:`` scene at ``root`` with ``num_frames`` frames, the cameras ``train_ids`` and
+    ``test_ids`` on a ring looking at the origin, random images and a point cloud; returns its spec."""
+    ids = tuple(train_ids) + tuple(test_ids)
+    frames = []
+    for t in range(num_frames):
+        for cam in Camera.orbit(len(ids), radius=3.0, width=width, height=height, height_offset=0.5,
+                                time=t / num_frames):
+            cid = ids[cam.camera_id]
+            cam = Camera(K=cam.K, viewmat=cam.viewmat, width=width, height=height, time=cam.time, camera_id=cid)
+            frames.append(Frame(camera=cam, frame=t, key=f"c{cid}/{t}"))
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8) for _ in frames]
+    g = torch.Generator().manual_seed(seed)
+    points = PointCloud(xyz=torch.rand(64, 3, generator=g) - 0.5, rgb=torch.rand(64, 3, generator=g), source="test")
+    panoptic.write(root, frames, images, test_camera_ids=set(test_ids), points=points, name=root.name)
+    return f"panoptic:{root}"
