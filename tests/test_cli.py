@@ -32,6 +32,17 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess
     )
 
 
+def cli_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command in this interpreter (no start-up cost): for the many refusal tests, whose
+    exit code, stdout and stderr are those of :func:`cli` (the same click entry point)."""
+    try:
+        runner = CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        runner = CliRunner()  # click >= 8.2 keeps stderr apart
+    result = runner.invoke(app, list(args), prog_name="moegs-bench", env={"COLUMNS": "120", "NO_COLOR": "1"})
+    return subprocess.CompletedProcess(["moegs-bench", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def folder_files(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes): to check that a folder was left alone."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

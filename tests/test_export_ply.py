@@ -13,7 +13,7 @@ from plyfile import PlyData, PlyElement
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.finished import open_finished_run
 from moegs_bench.interop.ply import PlyError, read_ply
-from test_cli import assert_one_line_error, cli
+from test_cli import assert_one_line_error, cli, cli_here
 
 _TYPES = {"float": "f4", "double": "f8", "uchar": "u1", "char": "i1", "int": "i4", "uint": "u4", "short": "i2",
           "ushort": "u2"}
@@ -95,11 +95,11 @@ def test_export_ply_writes_every_experts_gaussians_in_the_3dgs_layout(finished, 
 def test_export_ply_errors(finished, tmp_path):
     _, run, cache = finished
     out = tmp_path / "x.ply"
-    assert_one_line_error(cli("export-ply", str(run), "--time", "1.5", "--out", str(out), "--cache", str(cache)),
+    assert_one_line_error(cli_here("export-ply", str(run), "--time", "1.5", "--out", str(out), "--cache", str(cache)),
                           "--time 1.5", "[0, 1]")
-    assert_one_line_error(cli("export-ply", str(run), "--time", "0.5", "--expert", "4dgs", "--out", str(out),
+    assert_one_line_error(cli_here("export-ply", str(run), "--time", "0.5", "--expert", "4dgs", "--out", str(out),
                               "--cache", str(cache)), "--expert 4dgs", "static, stg")
-    assert_one_line_error(cli("export-ply", str(tmp_path), "--time", "0.5", "--out", str(out)), "RUN_DIR",
+    assert_one_line_error(cli_here("export-ply", str(tmp_path), "--time", "0.5", "--out", str(out)), "RUN_DIR",
                           "not a finished run folder")
     assert not out.exists()
 
@@ -123,6 +123,6 @@ def test_ply_reader_errors(tmp_path):
 
 def test_import_errors_before_anything_is_read(tmp_path):
     out = tmp_path / "out"
-    assert_one_line_error(cli("import", "nerfies", str(tmp_path), "--scene", "synthetic:kitchen", "--out", str(out)),
+    assert_one_line_error(cli_here("import", "nerfies", str(tmp_path), "--scene", "synthetic:kitchen", "--out", str(out)),
                           "FORMAT 'nerfies'", "4dgaussians, e-d3dgs, ex4dgs, stg")
     assert not out.exists()

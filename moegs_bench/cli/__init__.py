@@ -694,7 +694,6 @@ def import_upstream(
                                        "~/.cache/moegs-bench)."),
     ] = None,
     downscale: _DownscaleOption = None,
-    frames: _FramesOption = None,
     lpips: _LpipsOption = None,
 ) -> None:
     """Import a model trained with an expert's own code base as a finished expert run folder.
@@ -704,7 +703,8 @@ def import_upstream(
     checkpoint, and writes [cyan]OUT/expert.pt[/cyan], [cyan]OUT/results.json[/cyan] (evaluated on
     the scene's test views), [cyan]OUT/renders/test/[/cyan] and [cyan]OUT/upstream.json[/cyan]
     (upstream commit, iteration, every file read with its SHA-256, the settings read). Nothing is
-    written when the import is refused. [cyan]run --expert-run ID=OUT[/cyan], [cyan]prune[/cyan] and
+    written when the import is refused. The scene is the whole sequence upstream trained on (its
+    times are the model's), so there is no [cyan]--frames[/cyan]. [cyan]run --expert-run ID=OUT[/cyan], [cyan]prune[/cyan] and
     [cyan]distill[/cyan] take the folder like a training of ours.
     """
     from moegs_bench.cli._interop import run_import
@@ -712,7 +712,7 @@ def import_upstream(
     context = ErrorContext(run_folder=out, cache=cache)
     with command_errors(context):
         run_import(fmt=fmt, source=source, scene=scene, out=out, iteration=iteration, force=force, cache=cache,
-                   downscale=downscale, frames=frames, lpips=_choice(lpips), context=context)
+                   downscale=downscale, lpips=_choice(lpips), context=context)
 
 
 @app.command("export-ply")

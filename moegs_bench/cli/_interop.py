@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_writable, parse_frames
+from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_writable
 
 
 def run_import(*, fmt: str, source: Path, scene: str, out: Path, iteration: int | None, force: bool,
-               cache: Path | None, downscale: int | None, frames: str | None, lpips: str | None,
+               cache: Path | None, downscale: int | None, lpips: str | None,
                context: ErrorContext | None = None) -> None:
     from rich.console import Console
 
@@ -20,13 +20,12 @@ def run_import(*, fmt: str, source: Path, scene: str, out: Path, iteration: int 
     from moegs_bench.metrics import lpips_metric
 
     context = context if context is not None else ErrorContext(run_folder=out, cache=cache)
-    context.flags.update({"scene.downscale": "--downscale", "scene.frames": "--frames"})
+    context.flags.update({"scene.downscale": "--downscale"})
     importer = get_importer(fmt)  # (an unknown format first: nothing else is read)
     check_writable("--out", out)
     check_cache_writable(cache)
     metric = lpips_metric(lpips)
-    opened = open_configured_scene(SceneConfig(spec=scene, downscale=downscale,
-                                               frames=parse_frames(frames) if frames else None), cache)
+    opened = open_configured_scene(SceneConfig(spec=scene, downscale=downscale), cache)
     console = Console()
     console.print(f"[b]import[/b] {fmt} ({importer.upstream.repo} @ {importer.upstream.commit[:7]}) from {source} "
                   f"as [b]{importer.expert_id}[/b] on {opened.scene_id}", markup=True, highlight=False)
