@@ -7,6 +7,15 @@ a linear trunk and five heads into offsets of position, log-scale, raw quaternio
 and SH coefficients, all added *before* activation (``scene/deformation.py``). The first
 ``coarse_iterations`` steps train the canonical Gaussians without deformation.
 
+Models trained with upstream's code are imported by :mod:`moegs_bench.interop.fourdgaussians`
+(``moegs-bench import 4dgaussians``). Upstream switches some heads off (``ModelHiddenParams``'
+``no_dx/no_ds/no_dr/no_do/no_dshs`` in ``arguments/__init__.py``; its defaults leave opacity and SH
+undeformed, ``arguments/dynerf/default.py`` deforms all five), always sizes the SH head for degree 3
+(``16*3`` outputs, ``scene/deformation.py:65``) and reads time as its data set reader gives it; the
+config fields ``deform_*``, ``sh_head_coeffs`` and ``time_scale`` reproduce that for imported
+models. Their defaults are this expert's own behaviour (every head on, an SH head of
+``train.sh_degree``, time as the scene gives it).
+
 Module names follow upstream's ``deform_network`` so that ``deformation.pth`` keys map one to one:
 ``deformation_net.grid.grids.{scale}.{plane}``, ``deformation_net.grid.aabb``,
 ``deformation_net.feature_out.0``, ``deformation_net.{pos,scales,rotations,opacity,shs}_deform.{1,3}``.
@@ -52,6 +61,15 @@ class FourDGSConfig(ExpertConfig):
     deformation_lr_final: float = 1.6e-5
     grid_lr: float = 1.6e-3  # x extent, decays to grid_lr_final
     grid_lr_final: float = 1.6e-4
+    # Upstream switches, set by imported models (hustvl/4DGaussians scene/deformation.py:106-146,
+    # arguments/__init__.py ModelHiddenParams); the defaults keep this expert's own behaviour.
+    deform_means: bool = True  # add the position head's offset (upstream: not no_dx)
+    deform_scales: bool = True  # add the log-scale offset (upstream: not no_ds)
+    deform_quats: bool = True  # add the raw-quaternion offset (upstream: not no_dr)
+    deform_opacity: bool = True  # add the opacity-logit offset (upstream: not no_do; its default skips it)
+    deform_sh: bool = True  # add the SH offsets (upstream: not no_dshs; its default skips them)
+    sh_head_coeffs: int = 0  # SH coefficients the colour head outputs; 0: those of train.sh_degree (upstream: 16)
+    time_scale: float = 1.0  # the field's time = time_scale x the scene's time (upstream reader's clock)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         iterations=17_000, batch_size=4, position_lr_max_steps=20_000, lambda_dssim=0.0,
         densify_until=13_000, opacity_reset_every=0, max_gaussians=360_000))
@@ -109,6 +127,7 @@ class HexPlaneField(nn.Module):
 
 class DeformationNet(nn.Module):
     def __init__(self, cfg: FourDGSConfig, aabb_max: Tensor, aabb_min: Tensor, sh_coeffs: int) -> None:
+        """``sh_coeffs``: the SH coefficients the colour head outputs (3 values each)."""
         super().__init__()
         self.grid = HexPlaneField(cfg.resolution, cfg.features, cfg.multires, aabb_max, aabb_min)
         self.feature_out = trunk(self.grid.out_dim, cfg.width, cfg.depth)
@@ -130,7 +149,7 @@ class DeformationNet(nn.Module):
 class FourDGaussians(Expert):
     info = ExpertInfo(
         id="4dgs", method="4DGaussians", paper="Wu et al., CVPR 2024", repo="hustvl/4DGaussians",
-        licence="Apache-2.0", upstream_commit="f03fbb03 (arguments/dynerf/default.py)",
+        licence="Apache-2.0", upstream_commit="843d5ac6 (arguments/dynerf/default.py)",
         description="HexPlane feature field over (x,y,z,t) + MLP heads -> offsets of canonical Gaussians",
     )
     config_class = FourDGSConfig
@@ -146,7 +165,7 @@ class FourDGaussians(Expert):
         super().__init__(config, init)
         self.add_standard_columns(init)
         lo, hi = init.bounds
-        self.deformation_net = DeformationNet(config, hi, lo, num_sh_bases(self.max_sh_degree))
+        self.deformation_net = DeformationNet(config, hi, lo, config.sh_head_coeffs or num_sh_bases(self.max_sh_degree))
         xavier_linear_weights(self.deformation_net)
         self.register_buffer("deform_on", torch.ones((), dtype=torch.bool))
 
@@ -173,7 +192,11 @@ class FourDGaussians(Expert):
         means, scales, quats, opac = tab["means"], tab["scales"], tab["quats"], tab["opacities"]
         colors = self.colors()
         if bool(self.deform_on):
-            d = self.deformation_net(means, means.new_full((means.shape[0], 1), t))
-            means, scales, quats = means + d["means"], scales + d["scales"], quats + d["quats"]
-            opac, colors = opac + d["opacities"], colors + d["sh"][:, : colors.shape[1]]
+            c = self.config
+            d = self.deformation_net(means, means.new_full((means.shape[0], 1), t * c.time_scale))
+            means = means + d["means"] if c.deform_means else means
+            scales = scales + d["scales"] if c.deform_scales else scales
+            quats = quats + d["quats"] if c.deform_quats else quats
+            opac = opac + d["opacities"] if c.deform_opacity else opac
+            colors = colors + d["sh"][:, : colors.shape[1]] if c.deform_sh else colors
         return self.activated(means, scales, quats, opac, colors)
