@@ -9,12 +9,22 @@ learned per-camera time offset). A coarse decoder (``n = coarse_rows``) and a fi
 opacity logit and SH; the final value is base + coarse + fine, with upstream's annealing
 (``scene/deformation.py``). Module names follow upstream's ``deform_network`` state dict:
 ``weight``, ``offsets``, ``feature_out_{c,f}.0``, ``{pos,scales,rotations,opacity,rgb}_deform_{c,f}.{1,3}``.
+
+Models imported from upstream (``moegs-bench import e-d3dgs``, :mod:`moegs_bench.interop.ed3dgs`)
+switch on upstream's own behaviour where ours differs, through config fields whose defaults keep
+ours: the table read with ``grid_sample(padding_mode='reflection', align_corners=True)``
+(``temporal_padding``), evaluation at the saved iteration's annealing and row count
+(``eval_step``; upstream ``render.py`` passes ``iter=scene.loaded_iter``), a camera-less time read
+at the mean learned offset (``bare_time_offset``), and upstream's ``ModelHiddenParams`` switches
+(``anneal``, ``coarse_fixed_rows``, ``c2f``, ``deform_{scales,rotations,opacity,colors}``;
+``arguments/__init__.py``). Upstream: JeongminB/E-D3DGS at ``a68543e``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +45,10 @@ _ATTRS = ("pos", "scales", "rotations", "opacity", "rgb")
 
 @dataclass
 class ED3DGSConfig(ExpertConfig):
+    """Settings of :class:`ED3DGS`. The fields from ``temporal_padding`` on switch on upstream's own
+    behaviour (JeongminB/E-D3DGS ``scene/deformation.py``, ``render.py``, ``arguments/__init__.py``)
+    for models imported with ``moegs-bench import e-d3dgs``; their defaults keep ours."""
+
     STEP_FIELDS = ("c2f_iterations", "deform_from", "anneal_steps")
 
     embedding_dim: int = 32  # per-Gaussian
@@ -54,6 +68,27 @@ class ED3DGSConfig(ExpertConfig):
     reg_neighbours: int = 20
     reg_falloff: float = 2000.0  # w = exp(-falloff * d^2)
     opacity_l1: float = 1e-4  # + opacity_l1 * sigmoid(mean opacity logit)
+    # --- upstream behaviours (imported models set them; defaults keep ours). Upstream files are
+    # JeongminB/E-D3DGS a68543e: scene/deformation.py, arguments/__init__.py, render.py.
+    # "reflection": the table is read as upstream's get_temporal_embed does, grid_sample(bilinear,
+    # align_corners=True, padding_mode='reflection'): t + offset outside [0, 1] is mirrored back;
+    # "clamp" (ours): clamped to [0, 1]. The two agree inside [0, 1].
+    temporal_padding: Literal["clamp", "reflection"] = "clamp"
+    # The step annealing and coarse-to-fine rows are evaluated at in eval mode; None (ours): fully
+    # ramped in. Upstream renders a saved model at its iteration (render.py: iter=loaded_iter).
+    eval_step: int | None = None
+    # True: a bare time (no camera) is read at t + the mean non-zero offset, as upstream renders
+    # every view of render.py (cam_no=None); False (ours): at t.
+    bare_time_offset: bool = False
+    anneal: bool = True  # False: no ramps (upstream use_anneal=False)
+    # False: the coarse decoder reads the fine decoder's row count (upstream
+    # use_coarse_temporal_embedding=False); True: always coarse_rows.
+    coarse_fixed_rows: bool = True
+    c2f: bool = True  # False: the fine rows are temporal_rows from the start (upstream no_c2f_temporal_embedding)
+    deform_scales: bool = True  # False: upstream no_ds
+    deform_rotations: bool = True  # False: upstream no_dr
+    deform_opacity: bool = True  # False: upstream no_do
+    deform_colors: bool = True  # False: upstream no_dc
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         iterations=80_000, position_lr_max_steps=80_000, densify_from=5000, densify_until=80_000,
         densify_grad_threshold=3e-4, opacity_reset_every=0, lambda_dssim=0.0))
@@ -62,7 +97,7 @@ class ED3DGSConfig(ExpertConfig):
 class ED3DGS(Expert):
     info = ExpertInfo(
         id="e-d3dgs", method="E-D3DGS", paper="Bae et al., ECCV 2024", repo="JeongminB/E-D3DGS",
-        licence="see upstream", upstream_commit="5f5cceb",
+        licence="see upstream", upstream_commit="a68543e (scene/deformation.py)",
         description="per-Gaussian + temporal embeddings decoded by coarse and fine MLPs into offsets",
     )
     config_class = ED3DGSConfig
@@ -107,20 +142,41 @@ class ED3DGS(Expert):
 
     def _time(self, when: Camera | float) -> Tensor:
         if not isinstance(when, Camera):
-            return self.offsets.new_tensor(float(when))
+            t = self.offsets.new_tensor(float(when))
+            return t + self._mean_offset() if self.config.bare_time_offset else t
         t = self.offsets.new_tensor(when.time)
         if when.camera_id in self.camera_ids:
             return t + self.offsets[self.camera_ids.index(when.camera_id), 0]
-        nz = self.offsets[self.offsets != 0]  # unseen camera: mean of the learned offsets (upstream)
-        return t + (nz.mean() if nz.numel() else 0.0)
+        return t + self._mean_offset()  # unseen camera: as upstream's cam_no=None
+
+    def _mean_offset(self) -> Tensor | float:
+        """The mean of the non-zero learned offsets, 0 without any (upstream ``deform_network.forward``)."""
+        nz = self.offsets[self.offsets != 0]
+        return nz.mean() if nz.numel() else 0.0
 
     def temporal_embedding(self, t: Tensor, rows: int) -> Tensor:  # -> [temporal_dim]
-        """The table resampled to ``rows`` rows (bilinear, align_corners), then read at ``t``."""
+        """The table resampled to ``rows`` rows (bilinear, align_corners), then read at ``t``
+        (clamped, or mirrored with ``temporal_padding="reflection"``)."""
         table = self.weight
         if rows != table.shape[0]:
             table = F.interpolate(table[None, None], size=(rows, table.shape[1]), mode="bilinear",
                                   align_corners=True)[0, 0]
+        if self.config.temporal_padding == "reflection":
+            return reflected_interp_rows(table, t)
         return linear_interp_rows(table, t)
+
+    def schedule(self, step: int) -> tuple[float, float, int, int]:
+        """At training step ``step``: the ramp of position / rotation offsets, the ramp of scale /
+        opacity / colour offsets, and the coarse and fine decoders' table rows."""
+        c = self.config
+        ramp = max(c.anneal_steps, 1)
+        a = min(max(step / ramp, 0.0), 1.0) if c.anneal else 1.0
+        a_late = min(max((step - c.deform_from) / ramp, 0.0), 1.0) if c.anneal else 1.0
+        fine_rows = c.temporal_rows
+        if c.c2f:
+            fine_rows = int(c.coarse_rows + (c.temporal_rows - c.coarse_rows) * min(step, c.c2f_iterations)
+                            / max(c.c2f_iterations, 1))
+        return a, a_late, c.coarse_rows if c.coarse_fixed_rows else fine_rows, fine_rows
 
     def _decode(self, tag: str, emb_t: Tensor) -> dict[str, Tensor]:
         e = self.table["embedding"]  # [N, E]
@@ -131,21 +187,24 @@ class ED3DGS(Expert):
     def gaussians_at(self, when: Camera | float) -> GaussianState:
         c, tab = self.config, self.table
         t = self._time(when)
-        step = int(self.step) if self.training else 10**9  # evaluation: fully ramped in
-        ramp = max(c.anneal_steps, 1)
-        a = min(max(step / ramp, 0.0), 1.0)
-        a_late = min(max((step - c.deform_from) / ramp, 0.0), 1.0)
-        fine_rows = int(c.coarse_rows + (c.temporal_rows - c.coarse_rows) * min(step, c.c2f_iterations)
-                        / max(c.c2f_iterations, 1))
+        if self.training:
+            step = int(self.step)
+        else:  # evaluation: fully ramped in, or at eval_step (upstream: the saved iteration)
+            step = 10**9 if c.eval_step is None else c.eval_step
+        a, a_late, coarse_rows, fine_rows = self.schedule(step)
         means, scales, quats, opac = tab["means"], tab["scales"], tab["quats"], tab["opacities"]
         colors = self.colors()
-        for tag, rows in (("c", c.coarse_rows), ("f", fine_rows)):
+        for tag, rows in (("c", coarse_rows), ("f", fine_rows)):
             d = self._decode(tag, self.temporal_embedding(t, rows))
             means = means + d["pos"] * a
-            scales = scales + d["scales"] * a * a_late
-            quats = quats + d["rotations"] * a
-            opac = opac + d["opacity"][:, 0] * a * a_late
-            colors = colors + d["rgb"].view(colors.shape[0], -1, 3)[:, : colors.shape[1]] * a_late
+            if c.deform_scales:
+                scales = scales + d["scales"] * a * a_late
+            if c.deform_rotations:
+                quats = quats + d["rotations"] * a
+            if c.deform_opacity:
+                opac = opac + d["opacity"][:, 0] * a * a_late
+            if c.deform_colors:
+                colors = colors + d["rgb"].view(colors.shape[0], -1, 3)[:, : colors.shape[1]] * a_late
         return self.activated(means, scales, quats, opac, colors)
 
     def regularization(self, step: int) -> Tensor | None:
@@ -163,3 +222,14 @@ class ED3DGS(Expert):
             diff = (e[:, None, :] - near).square().sum(-1)  # [N, k]
             loss = loss + c.reg_coef * torch.sqrt(w * diff + 1e-20).mean()
         return loss
+
+
+def reflected_interp_rows(table: Tensor, t: Tensor | float) -> Tensor:  # [R, D] -> [D]
+    """Row-wise linear interpolation of ``table`` at ``t`` (0: first row, 1: last) with ``t``
+    outside [0, 1] mirrored at the ends, as upstream's ``get_temporal_embed`` reads its table:
+    ``F.grid_sample(..., mode='bilinear', padding_mode='reflection', align_corners=True)`` at
+    normalised ``2 t - 1`` (E-D3DGS ``scene/deformation.py``). The D columns are read as channels."""
+    y = torch.as_tensor(t, dtype=table.dtype, device=table.device).reshape(())
+    grid = torch.stack([torch.zeros_like(y), (y - 0.5) * 2]).view(1, 1, 1, 2)  # (x, y): column 0, row t
+    image = table.t()[None, :, :, None]  # [1, D, R, 1]
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True).view(-1)
