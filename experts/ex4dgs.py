@@ -11,6 +11,14 @@ Keyframe ``k`` sits at frame ``k * interval - time_shift`` with ``time_shift = t
 Training converts static Gaussians to dynamic ones progressively: at each conversion step the
 visible static Gaussians whose drift is largest relative to their squared distance from the
 cameras (top ``1 - extract_percentile``) become dynamic, their keyframes set from the drift.
+
+Models imported from upstream (``moegs-bench import ex4dgs``, juno181/Ex4DGS @ 7fac649) set three
+config fields that reproduce upstream's own numbers: ``num_keyframes`` (upstream's keyframe count,
+which its progressive training grows, ``expand_duration`` in ``scene/c_gaussian_model.py``),
+``drift_frames`` (upstream divides the static drift by its model ``duration``, which that growth
+leaves at ``num_frames + time_shift + 1``: ``get_static_xyz_at_t``) and ``window="upstream"``
+(``time_bigaussian`` in ``utils/interpolations.py``: see :func:`temporal_window_upstream`). The
+defaults keep this module's own behaviour.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +59,10 @@ class Ex4DGSConfig(ExpertConfig):
     window_var_lr: float = 1e-4
     static_reg: float = 1e-4
     motion_reg: float = 1e-4
+    # Imported models (juno181/Ex4DGS scene/c_gaussian_model.py, utils/interpolations.py) set these:
+    num_keyframes: int = 0  # 0: ceil((num_frames + 2 time_shift + 1) / interval) + 3; imports: upstream's count
+    drift_frames: int = 0  # static drift: disp * frame / drift_frames; 0: num_frames; imports: upstream's duration
+    window: Literal["flat_top", "upstream"] = "flat_top"  # "upstream": time_bigaussian (temporal_window_upstream)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         iterations=40_000, rotation_lr=1e-5, densify_every=300, densify_until=30_000, prune_opacity=0.01,
         opacity_reset_every=0))
@@ -79,10 +92,28 @@ def temporal_window(tau: float, center: Tensor, log_var: Tensor, var_min: float)
     return inside + (1 - inside) * tail
 
 
+def temporal_window_upstream(tau: float, center: Tensor, log_var: Tensor, var_min: float) -> Tensor:
+    """Upstream's window (``time_bigaussian``, juno181/Ex4DGS ``utils/interpolations.py``), used by
+    imported models: 1 wherever ``(c0 - tau)(c1 - tau) < 0`` (either order of the centres), else
+    ``exp(-(m / w)^2)`` with ``m = min(tau - c0, tau - c1)`` = ``tau - max(c0, c1)``: both tails are
+    measured from the later centre (so the window jumps at the earlier one), the width
+    ``exp(log_var[:, 1]) + var_min / 2.36`` once ``tau`` passes either centre, else ``log_var[:, 0]``'s
+    (``[N, 2]`` -> ``[N]``)."""
+    width = torch.exp(log_var) + var_min / 2.36  # [N, 2]
+    m = tau - center.max(dim=1).values  # [N]
+    w = torch.where((tau > center).any(dim=1), width[:, 1], width[:, 0])  # [N]
+    tail = torch.exp(-(m.square() / w.square()))
+    inside = (center[:, 0] - tau) * (center[:, 1] - tau) < 0  # [N]
+    return torch.where(inside, torch.ones_like(tail), tail)
+
+
+WINDOWS = {"flat_top": temporal_window, "upstream": temporal_window_upstream}
+
+
 class Ex4DGS(Expert):
     info = ExpertInfo(
         id="ex4dgs", method="Ex4DGS", paper="Lee et al., NeurIPS 2024", repo="juno181/Ex4DGS",
-        licence="see upstream", upstream_commit="724ebee",
+        licence="see upstream", upstream_commit="7fac649",
         description="explicit static/dynamic split: keyframed positions (Hermite) and rotations (slerp)",
     )
     config_class = Ex4DGSConfig
@@ -93,17 +124,23 @@ class Ex4DGS(Expert):
     }
 
     def check_scene(self, init: SceneInit) -> None:
-        need = 2 * self.config.interval
+        c = self.config
+        need = 2 * c.interval
         if init.num_frames < need:
             raise ExpertError(f"ex4dgs: the scene has {init.num_frames} frame(s); keyframes every "
-                              f"{self.config.interval} frames need at least {need}")
+                              f"{c.interval} frames need at least {need}")
+        cover = (c.time_shift + init.num_frames - 1) // c.interval + 3  # keyframes the last frame reads
+        if c.num_keyframes and c.num_keyframes < cover:
+            raise ExpertError(f"ex4dgs: num_keyframes={c.num_keyframes} does not cover the scene's "
+                              f"{init.num_frames} frames (needs at least {cover})")
 
     def __init__(self, config: Ex4DGSConfig, init: SceneInit) -> None:
         super().__init__(config, init)
         self.add_standard_columns(init)
         n, c = self.num_gaussians, config
         self.duration = init.num_frames
-        self.num_keyframes = math.ceil((init.num_frames + 2 * c.time_shift + 1) / c.interval) + 3
+        self.drift_frames = c.drift_frames or init.num_frames
+        self.num_keyframes = c.num_keyframes or math.ceil((init.num_frames + 2 * c.time_shift + 1) / c.interval) + 3
         k = self.num_keyframes
         self.table.add("disp", torch.zeros(n, 3))
         self.table.add("keyframes", self.table["means"].detach()[:, None].repeat(1, k, 1), role="position")
@@ -137,7 +174,7 @@ class Ex4DGS(Expert):
         c, tab = self.config, self.table
         frame = float(when.time if isinstance(when, Camera) else when) * self.duration
         dyn = tab["dynamic"][:, None]  # [N, 1]
-        static_pos = tab["means"] + tab["disp"] * (frame / self.duration)
+        static_pos = tab["means"] + tab["disp"] * (frame / self.drift_frames)
         tp = frame + c.time_shift
         k = min(max(int(tp // c.interval), 1), self.num_keyframes - 3)
         u = (tp - k * c.interval) / c.interval
@@ -146,7 +183,7 @@ class Ex4DGS(Expert):
         dyn_rot = slerp(kr[:, k], kr[:, k + 1], torch.full_like(kr[:, k, 0], u))
         means = static_pos * (1 - dyn) + dyn_pos * dyn
         quats = F.normalize(tab["quats"], dim=-1) * (1 - dyn) + dyn_rot * dyn
-        window = temporal_window(tp / c.interval, tab["window_center"], tab["window_var"], c.var_pad / c.interval)
+        window = WINDOWS[c.window](tp / c.interval, tab["window_center"], tab["window_var"], c.var_pad / c.interval)
         opac = torch.sigmoid(tab["opacities"]) * (1 - dyn[:, 0] + dyn[:, 0] * window)
         return self.make_state(means, quats, torch.exp(tab["scales"]), opac)
 
@@ -188,7 +225,8 @@ class Ex4DGS(Expert):
         if idx.numel() == 0:
             return 0
         frames = self.keyframe_frames().to(tab["means"])  # [K]
-        tab["keyframes"][idx] = tab["means"][idx, None] + tab["disp"][idx, None] * (frames[None, :, None] / self.duration)
+        fraction = frames[None, :, None] / self.drift_frames  # [1, K, 1]
+        tab["keyframes"][idx] = tab["means"][idx, None] + tab["disp"][idx, None] * fraction
         tab["keyframe_rots"][idx] = F.normalize(tab["quats"][idx], dim=-1)[:, None]
         tab["window_center"][idx] = self._full_window().to(tab["means"])
         tab["window_var"][idx] = 0.0
