@@ -8,6 +8,13 @@ detached in the motion terms, so the time centre learns through opacity only, as
 (``renderer/__init__.py``, ``train_ours_full``). As in MoE-GS, colour is SH instead of STG's
 feature splatting. Columns keep upstream's PLY names: ``trbf_center``, ``trbf_scale``,
 ``motion``, ``omega``.
+
+Upstream trains one model per segment of ``duration`` frames (50 in its configs; ``train.py
+--duration``, time ``(j - start) / duration`` inside the segment, ``scene/dataset_readers.py``).
+Imported models (``moegs-bench import stg``) put every segment in one table with its times rescaled
+to ours and set :attr:`STGConfig.time_windows`: a ``time_window`` column ``[N, 2]`` then holds the
+times ``[from, to)`` in which a Gaussian's segment is shown; outside it its opacity is 0. The
+default (no windows) is the expert as trained here.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ class STGConfig(ExpertConfig):
     trbf_scale_lr: float = 0.03
     trbf_scale_init: float = 0.0  # log-width: exp(0) = 1, nearly constant over the sequence
     omega_lr: float = 1e-4
+    # Imported upstream models (moegs_bench.interop.stg): per-Gaussian time windows, one per
+    # upstream segment (oppo-us-research/SpacetimeGaussians trains one model per `duration`
+    # frames, train.py); opacity is 0 outside [from, to). Off: no column, every Gaussian always shown.
+    time_windows: bool = False
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         iterations=30_000, batch_size=2, scaling_lr=1.5e-3, densify_until=9000, opacity_reset_every=3000))
 
@@ -45,11 +56,24 @@ def polynomial_motion(motion: Tensor, dt: Tensor) -> Tensor:  # [N, 9], [N, 1] -
     return motion[:, 0:3] * dt + motion[:, 3:6] * dt**2 + motion[:, 6:9] * dt**3
 
 
+#: The window of a Gaussian shown at every time in [0, 1] (and beyond): what a new row gets.
+OPEN_WINDOW = (-1.0, 2.0)
+
+
+def in_window(t: float, window: Tensor) -> Tensor:  # [N, 2] -> [N]
+    """1 where ``from <= t < to`` (``window = [from, to)``), else 0, in the window's dtype."""
+    return ((window[:, 0] <= t) & (t < window[:, 1])).to(window.dtype)
+
+
 class SpacetimeGaussians(Expert):
+    """STG with SH colour; with ``config.time_windows`` (set by ``moegs-bench import stg``) each
+    Gaussian is shown only in its upstream segment's time window (see the module doc)."""
+
     info = ExpertInfo(
         id="stg", method="Spacetime Gaussians", paper="Li et al., CVPR 2024",
         repo="oppo-us-research/SpacetimeGaussians", licence="Other (Oppo; research only)",
-        upstream_commit="a977e11", description=(
+        upstream_commit="427abfc (thirdparty/gaussian_splatting/renderer/__init__.py, train_ours_lite)",
+        description=(
             "per-Gaussian time centre: cubic polynomial trajectory, linear rotation, temporal RBF "
             "opacity; SH colour (MoE-GS variant)"),
     )
@@ -70,6 +94,8 @@ class SpacetimeGaussians(Expert):
         self.table.add("trbf_scale", torch.full((n, 1), config.trbf_scale_init))
         self.table.add("motion", torch.zeros(n, 9))
         self.table.add("omega", torch.zeros(n, 4))
+        if config.time_windows:
+            self.table.add("time_window", torch.tensor([OPEN_WINDOW]).repeat(n, 1), trainable=False)
 
     def extra_param_groups(self) -> list[ParamGroup]:
         c, tab = self.config, self.table
@@ -89,4 +115,6 @@ class SpacetimeGaussians(Expert):
         means = tab["means"] + polynomial_motion(tab["motion"], dt_motion)
         quats = tab["quats"] + dt_motion * tab["omega"]
         opac = torch.sigmoid(tab["opacities"]) * temporal_opacity(dt, tab["trbf_scale"])[:, 0]
+        if self.config.time_windows:
+            opac = opac * in_window(t, tab["time_window"])
         return self.make_state(means, quats, torch.exp(tab["scales"]), opac)
