@@ -60,7 +60,8 @@ def print_record(console, record, out: Path) -> None:
         "test PSNR": f"{m.psnr:.2f} dB", "test SSIM": f"{m.ssim:.4f}",
         "test LPIPS": f"{m.lpips:.4f}" if m.lpips is not None else f"unavailable ({m.lpips_unavailable_reason})",
         "Gaussians": f"{record.num_gaussians:,}", "storage": f"{record.storage_mb:.2f} MB",
-        "train time": f"{t.train_seconds:.1f} s", "render": f"{t.render_fps:.1f} FPS ({t.render_ms_per_frame:.1f} ms)",
+        "train time": "trained upstream (not recorded)" if "upstream" in record.extra else f"{t.train_seconds:.1f} s",
+        "render": f"{t.render_fps:.1f} FPS ({t.render_ms_per_frame:.1f} ms)",
         "results": str(out / "results.json"),
     }
     console.print(facts_table(f"{record.name} on {record.scene}", rows))
