@@ -1,5 +1,6 @@
 """An imported upstream model in use: the folder ``moegs-bench import`` writes (provenance, rerun,
-refusals that leave nothing behind) is taken by ``run --expert-run`` to train a router."""
+refusals that leave nothing behind) is taken by ``run --expert-run`` to train a router, and the run
+is pruned and its imported expert distilled."""
 
 from __future__ import annotations
 
@@ -45,6 +46,19 @@ def test_an_imported_expert_trains_a_router(tmp_path):
     assert json.loads((run / "experts.json").read_text())["4dgs"]["folder"] == str(out)
     mixture = json.loads((run / "results" / "mixture.json").read_text())
     assert mixture["metrics"]["psnr"] > 0 and "baselines" in mixture["extra"]
+
+    # the run derives like any other: pruned, and the imported expert distilled (continued from its
+    # checkpoint, whose step is where its schedule ended: 3000 coarse + 14000 fine steps)
+    proc = cli_here("prune", str(run), "--ratio", "0.5", "--views", "2", "--cache", cache, "--lpips", "none",
+                    "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    pruned = json.loads((tmp_path / "runs" / "mix_prune-gate-0.5" / "results" / "mixture.json").read_text())
+    assert pruned["extra"]["gaussians_after"]["4dgs"] == 100
+    proc = cli_here("distill", str(run), "--student", "4dgs", "--steps", "2", "--no-baseline", "--cache", cache,
+                    "--lpips", "none", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    student = json.loads((tmp_path / "runs" / "mix_distill-4dgs-lam0.5-2" / "results.json").read_text())
+    assert student["extra"]["distill"]["start_step"] == 17000 and student["num_gaussians"] >= 200
 
 
 def test_refused_imports_write_nothing(tmp_path):

@@ -185,7 +185,8 @@ class Distillation:
         folder's periodic checkpoint unless the folder holds a later one. True when written."""
         if start == 0 or paths.latest.is_file() or paths.final.is_file():
             return False
-        src = load_checkpoint(self.folder / FINAL_CKPT, kind="expert", identity=spec.identity, config=spec.config)
+        src = load_checkpoint(self.folder / FINAL_CKPT, kind="expert", identity=spec.identity, config=spec.config,
+                              config_defaults=spec.config_defaults)
         save_checkpoint(paths.latest, Checkpoint(kind="expert", identity=spec.identity, config=spec.config,
                                                  step=src.step, finished=False, elapsed=src.elapsed,
                                                  states=src.states, optimizer=src.optimizer))

@@ -85,9 +85,11 @@ def import_upstream(fmt: str, source: Path, scene: Scene, scene_id: str, out_dir
         return ImportResult(out_dir, read_record(out_dir / RESULTS_FILE), upstream, imported.notes, reused=True)
     with working_in(out_dir, identity, what="import", owned=(RESULTS_FILE, FINAL_CKPT, UPSTREAM_FILE, "renders"),
                     force=force):
-        # the checkpoint the training engine would write at the end (the loop's identity and config)
+        # the checkpoint the training engine writes at the end (the loop's identity and config; the
+        # step its schedule ends at, which the importer sets from the upstream iteration: a continued
+        # training, e.g. distill, goes on from there)
         ckpt = Checkpoint(kind="expert", identity={"expert": expert.info.id, "state_version": expert.state_version},
-                          config=config, step=imported.iteration, finished=True, elapsed=0.0,
+                          config=config, step=expert.config.train.iterations, finished=True, elapsed=0.0,
                           states={"model": expert.state_dict(), "densifier": None})
         save_checkpoint(out_dir / FINAL_CKPT, ckpt)
         _write_json(out_dir / UPSTREAM_FILE, upstream)

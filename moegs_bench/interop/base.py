@@ -209,8 +209,9 @@ def build_expert(cls: type[Expert], config: ExpertConfig, scene: Any, columns: M
     (state-dict keys, e.g. ``deformation_net.feature_out.0.weight``); the active SH degree is the
     maximum. A key or shape the expert does not have is a bug of the importer (``KeyError`` /
     ``ValueError``), not the user's."""
-    torch.manual_seed(0)  # (whatever the constructor draws is overwritten below)
-    expert = cls(config, SceneInit.from_scene(scene))
+    with torch.random.fork_rng(devices=[]):  # (what the constructor draws is overwritten below)
+        torch.manual_seed(0)
+        expert = cls(config, SceneInit.from_scene(scene))
     state = expert.state_dict()
     own = set(expert.table.names(attached=False))
     if set(columns) != own:

@@ -190,7 +190,7 @@ def expert_config(base: Any, cfg: dict[str, Any], iteration: int) -> Any:
         deform_scales=not cfg["no_ds"], deform_rotations=not cfg["no_dr"], deform_opacity=not cfg["no_do"],
         deform_colors=not cfg["no_dc"],
         **{ours: float(cfg[theirs]) for ours, theirs in _TRAINING.items()},
-        train=dataclasses.replace(base.train, sh_degree=cfg["sh_degree"]),
+        train=dataclasses.replace(base.train, sh_degree=cfg["sh_degree"], iterations=iteration),
     )
 
 

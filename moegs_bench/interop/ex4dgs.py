@@ -99,7 +99,7 @@ class Ex4DGSImporter:
                          "scene's frame 0 must be that frame")
         config = Ex4DGSConfig(interval=interval, time_pad=time_pad, var_pad=settings["var_pad"],
                               num_keyframes=dynamic["keyframes"].shape[1], drift_frames=drift, window="upstream")
-        config.train.sh_degree = degree
+        config.train.sh_degree, config.train.iterations = degree, it  # (a continued training goes on from it)
         columns = table_columns(static, dynamic, time_shift, interval, scene.num_frames)
         expert = build_expert(Ex4DGS, config, scene, columns)
         return Imported(expert=expert, iteration=it, files=files, settings=settings, notes=notes)

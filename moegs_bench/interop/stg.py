@@ -90,7 +90,8 @@ class STGImporter:
         check_cameras(segments, scene)
         columns = combine(segments, num_frames)
         paper = SpacetimeGaussians.profile("paper")
-        config = dataclasses.replace(paper, time_windows=True, train=dataclasses.replace(paper.train, sh_degree=0))
+        config = dataclasses.replace(paper, time_windows=True, train=dataclasses.replace(
+            paper.train, sh_degree=0, iterations=max(s.iteration for s in segments)))
         expert = build_expert(SpacetimeGaussians, config, scene, columns)
         iterations = sorted({s.iteration for s in segments})
         notes = [n for s in segments for n in s.notes] + coverage_notes(segments, num_frames)
