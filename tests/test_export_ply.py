@@ -101,6 +101,7 @@ def test_export_ply_errors(finished, tmp_path):
                               "--cache", str(cache)), "--expert 4dgs", "static, stg")
     assert_one_line_error(cli_here("export-ply", str(tmp_path), "--time", "0.5", "--out", str(out)), "RUN_DIR",
                           "not a finished run folder")
+    assert_one_line_error(cli_here("export-ply", str(run), "--time", "0.5", "--out", str(tmp_path)), "is a folder")
     assert not out.exists()
 
 

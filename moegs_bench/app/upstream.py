@@ -13,6 +13,7 @@ is ``import:FORMAT``; its results record has no training time (the training happ
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,5 @@ def import_upstream(fmt: str, source: Path, scene: Scene, scene_id: str, out_dir
 
 
 def _write_json(path: Path, data: Any) -> None:
-    import json
-
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda p: p.write_text(text))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moegs_bench.cli._common import ErrorContext, check_cache_writable, check_writable
+from moegs_bench.cli._common import ErrorContext, UserError, check_cache_writable, check_writable
 
 
 def run_import(*, fmt: str, source: Path, scene: str, out: Path, iteration: int | None, force: bool,
                cache: Path | None, downscale: int | None, lpips: str | None,
                context: ErrorContext | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from moegs_bench.app.config import SceneConfig, open_configured_scene
     from moegs_bench.app.upstream import import_upstream
@@ -27,8 +28,8 @@ def run_import(*, fmt: str, source: Path, scene: str, out: Path, iteration: int 
     metric = lpips_metric(lpips)
     opened = open_configured_scene(SceneConfig(spec=scene, downscale=downscale), cache)
     console = Console()
-    console.print(f"[b]import[/b] {fmt} ({importer.upstream.repo} @ {importer.upstream.commit[:7]}) from {source} "
-                  f"as [b]{importer.expert_id}[/b] on {opened.scene_id}", markup=True, highlight=False)
+    console.print(f"[b]import[/b] {fmt} ({importer.upstream.repo} @ {importer.upstream.commit[:7]}) from "
+                  f"{escape(str(source))} as [b]{importer.expert_id}[/b] on {escape(opened.scene_id)}", highlight=False)
     with computed_values(f"importing {fmt}"):
         result = import_upstream(fmt, source, opened.scene, opened.scene_id, out, iteration=iteration, force=force,
                                  log=lambda m: console.print(m, markup=False, highlight=False), lpips=metric)
@@ -51,7 +52,10 @@ def run_export_ply(*, run_dir: Path, time: float, out: Path, expert: str | None,
     from moegs_bench.interop.export import export_ply
 
     context = context if context is not None else ErrorContext(cache=cache)
-    check_writable("--out", Path(out).parent if Path(out).parent != Path("") else Path("."))
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; expected the PLY file to write, e.g. {out / 'gaussians.ply'}")
+    check_writable("--out", out.parent)
     console = Console()
     with computed_values("export-ply"):
         written = export_ply(run_dir, time, out, expert=expert, registry=Registry.discover(plugins), cache_dir=cache)

@@ -116,5 +116,6 @@ def export_ply(run_dir: Path, time: float, out: Path, *, expert: str | None = No
     if with_ids:
         columns["expert_id"] = np.concatenate([np.full(p["x"].shape[0], i, np.uint8) for i, p in enumerate(parts)])
         comments += [f"expert_id {i} = {eid}" for i, eid in enumerate(states)]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_ply(Path(out), columns, comments=tuple(comments))
     return Exported({eid: int(gs.means.shape[0]) for eid, gs in states.items()}, degree, with_ids)
