@@ -11,8 +11,6 @@ Panoptic-Sports scene (upstream time i / T, as ours): ``expected.npz`` (fine sta
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +26,7 @@ from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.fourdgaussians import _time_scale
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
 
 FIXTURE = FIXTURES / "4dgaussians"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -105,24 +103,11 @@ def _rebuilt(expert, scene_spec):
     return again.eval()
 
 
-def _copy(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    shutil.copytree(FIXTURE / "model", model)
-    return model
-
-
-def _edit_cfg(model: Path, **values: object) -> None:
-    path = model / "cfg_args"
-    text = path.read_text()
-    for key, value in values.items():
-        text, n = re.subn(rf"\b{key}=(True|False|'[^']*'|-?\d+)", f"{key}={value!r}", text, count=1)
-        assert n == 1, key
-    path.write_text(text)
 
 
 def test_upstream_default_heads_off(tmp_path, scene_spec):
-    model = _copy(tmp_path)
-    _edit_cfg(model, no_do=True, no_dshs=True)  # upstream's ModelHiddenParams defaults
+    model = copy_fixture("4dgaussians", tmp_path)
+    edit_cfg_args(model / "cfg_args", no_do=True, no_dshs=True)  # upstream's ModelHiddenParams defaults
     imported = get_importer("4dgaussians").load(model, _scene(scene_spec))
     assert not imported.expert.config.deform_opacity and not imported.expert.config.deform_sh
     _assert_matches(_rebuilt(imported.expert, scene_spec), "expected_no_do_dshs.npz")
@@ -137,7 +122,7 @@ def _edit_state(path: Path, edit) -> None:
 @pytest.mark.parametrize("case", ["no_deformation", "missing_key", "setting"])
 def test_bad_folders_are_refused_by_the_cli(tmp_path, scene_spec, case):
     spec, cache = scene_spec
-    model, out = _copy(tmp_path), tmp_path / "out"
+    model, out = copy_fixture("4dgaussians", tmp_path), tmp_path / "out"
     if case == "no_deformation":
         (model / FINE / "deformation.pth").unlink()
         needles = ("deformation.pth", "missing")
@@ -145,7 +130,7 @@ def test_bad_folders_are_refused_by_the_cli(tmp_path, scene_spec, case):
         _edit_state(model / FINE / "deformation.pth", lambda s: s.pop("deformation_net.shs_deform.3.bias"))
         needles = ("deformation.pth", "missing deformation_net.shs_deform.3.bias")
     else:
-        _edit_cfg(model, apply_rotation=True)
+        edit_cfg_args(model / "cfg_args", apply_rotation=True)
         needles = ("apply_rotation=True", "not supported")
     proc = cli_here("import", "4dgaussians", str(model), "--scene", spec, "--out", str(out), "--cache", str(cache),
                "--lpips", "none")
@@ -157,7 +142,7 @@ def test_bad_folders_are_refused_by_the_cli(tmp_path, scene_spec, case):
     "no_cfg", "extra_key", "table", "sh_degree", "static_mlp", "empty_voxel", "no_grid", "kplanes", "iteration",
     "mismatched_iteration", "plane_shape", "sh_head"])
 def test_bad_folders_are_refused(tmp_path, scene_spec, case):
-    model = _copy(tmp_path)
+    model = copy_fixture("4dgaussians", tmp_path)
     iteration, folder = None, model
     if case == "no_cfg":
         (model / "cfg_args").unlink()
@@ -170,10 +155,10 @@ def test_bad_folders_are_refused(tmp_path, scene_spec, case):
         torch.save(torch.ones(7, dtype=torch.bool), model / FINE / "deformation_table.pth")
         needles = ("deformation_table.pth", "[200]", "[7]")
     elif case == "sh_degree":
-        _edit_cfg(model, sh_degree=2)
+        edit_cfg_args(model / "cfg_args", sh_degree=2)
         needles = ("SH degree 3", "sh_degree=2")
     elif case in ("static_mlp", "empty_voxel", "no_grid"):
-        _edit_cfg(model, **{case: True})
+        edit_cfg_args(model / "cfg_args", **{case: True})
         needles = (f"{case}=True", "not supported")
     elif case == "kplanes":
         text = (model / "cfg_args").read_text().replace("'grid_dimensions': 2", "'grid_dimensions': 3")

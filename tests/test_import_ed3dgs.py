@@ -9,8 +9,6 @@ one; ``switches/`` holds a second model with upstream's other switches flipped."
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
 
 FIXTURE = FIXTURES / "e-d3dgs"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -99,17 +97,6 @@ def test_default_config_keeps_our_behaviour():
     assert c.deform_scales and c.deform_rotations and c.deform_opacity and c.deform_colors
 
 
-def _copy(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    shutil.copytree(FIXTURE / "model", model)
-    return model
-
-
-def _edit_cfg(model: Path, key: str, value: object) -> None:
-    path = model / "cfg_args"
-    text, n = re.subn(rf"\b{key}=('[^']*'|True|False|-?\d+)", f"{key}={value!r}", path.read_text(), count=1)
-    assert n == 1, key
-    path.write_text(text)
 
 
 def _edit_state(model: Path, edit) -> None:
@@ -121,13 +108,13 @@ def _edit_state(model: Path, edit) -> None:
 
 @pytest.mark.parametrize("case", ["no_deformation", "setting", "frames"])
 def test_refused_imports_write_nothing(tmp_path, scene_spec, case):
-    out, model = tmp_path / "out", _copy(tmp_path)
+    out, model = tmp_path / "out", copy_fixture("e-d3dgs", tmp_path)
     spec = scene_spec
     if case == "no_deformation":
         (model / ITER / "deformation.pth").unlink()
         needles = ("deformation.pth", "missing")
     elif case == "setting":
-        _edit_cfg(model, "no_fine_deform", True)
+        edit_cfg_args(model / "cfg_args", no_fine_deform=True)
         needles = ("no_fine_deform=True", "not supported")
     else:  # technicolor's time is frame / 50
         spec, needles = _write(tmp_path / "scene", num_frames=40), ("40 frames", "technicolor", "frame / 50")
@@ -138,7 +125,7 @@ def test_refused_imports_write_nothing(tmp_path, scene_spec, case):
 @pytest.mark.parametrize("case", ["missing_key", "extra_key", "shape", "loader", "sh_degree", "embedding",
                                   "cameras", "camera_number"])
 def test_bad_upstream_folders_are_refused(tmp_path, scene_spec, case):
-    model, spec = _copy(tmp_path), scene_spec
+    model, spec = copy_fixture("e-d3dgs", tmp_path), scene_spec
     if case == "missing_key":
         _edit_state(model, lambda s: s.pop("rgb_deform_f.3.bias"))
         needles = ("deformation.pth", "missing rgb_deform_f.3.bias")
@@ -146,13 +133,13 @@ def test_bad_upstream_folders_are_refused(tmp_path, scene_spec, case):
         _edit_state(model, lambda s: s.update({"timenet.0.weight": torch.zeros(2, 2)}))
         needles = ("unexpected timenet.0.weight",)
     elif case == "shape":
-        _edit_cfg(model, "max_embeddings", 30)
+        edit_cfg_args(model / "cfg_args", max_embeddings=30)
         needles = ("weight has shape [25, 12]", "[30, 12]")
     elif case == "loader":
-        _edit_cfg(model, "loader", "nerfies")
+        edit_cfg_args(model / "cfg_args", loader="nerfies")
         needles = ("loader='nerfies'", "not supported")
     elif case == "sh_degree":
-        _edit_cfg(model, "sh_degree", 2)
+        edit_cfg_args(model / "cfg_args", sh_degree=2)
         needles = ("sh_degree=2", "degree 3")
     elif case == "embedding":
         ply = model / ITER / "point_cloud.ply"

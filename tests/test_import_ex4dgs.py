@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
 
 FIXTURE = FIXTURES / "ex4dgs"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -112,17 +111,6 @@ def test_upstream_window_formula():
     assert torch.allclose(ours, torch.tensor([np.exp(-(1 / w0 ** 2))]).float())
 
 
-def _copy(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    shutil.copytree(FIXTURE / "model", model)
-    return model
-
-
-def _edit_cfg(model: Path, key: str, value: object) -> None:
-    path = model / "cfg_args"
-    text, n = re.subn(rf"\b{key}=('[^']*'|True|False|-?\d+)", f"{key}={value!r}", path.read_text(), count=1)
-    assert n == 1, key
-    path.write_text(text)
 
 
 def _drop_property(model: Path, ply: str, name: str) -> None:
@@ -142,13 +130,13 @@ def _edit_checkpoint(model: Path, index: int, value) -> None:
 
 @pytest.mark.parametrize("case", ["no_dynamic_ply", "setting", "frames"])
 def test_refused_imports_write_nothing(tmp_path, scene_spec, case):
-    out, model = tmp_path / "out", _copy(tmp_path)
+    out, model = tmp_path / "out", copy_fixture("ex4dgs", tmp_path)
     spec = scene_spec
     if case == "no_dynamic_ply":
         (model / ITER / "dynamic_point_cloud.ply").unlink()
         needles = ("dynamic_point_cloud.ply", "missing")
     elif case == "setting":
-        _edit_cfg(model, "interp_type", "pchip")
+        edit_cfg_args(model / "cfg_args", interp_type="pchip")
         needles = ("interp_type='pchip'", "not supported")
     else:
         spec, needles = _write(tmp_path / "scene", num_frames=24), ("24 frames", "20", "duration")
@@ -160,7 +148,7 @@ def test_refused_imports_write_nothing(tmp_path, scene_spec, case):
                                   "ckpt_entries", "ckpt_time_shift", "ckpt_interval", "ckpt_active_sh",
                                   "ckpt_duration", "rot_interp", "var_pad", "sh_degree", "no_cfg"])
 def test_bad_upstream_folders_are_refused(tmp_path, scene, case):
-    model = _copy(tmp_path)
+    model = copy_fixture("ex4dgs", tmp_path)
     edits = {
         "keyframe_property": (lambda: _drop_property(model, "dynamic_point_cloud.ply", "motion_xyz_11_2"),
                               "motion_xyz_"),
@@ -174,9 +162,9 @@ def test_bad_upstream_folders_are_refused(tmp_path, scene, case):
         "ckpt_interval": (lambda: _edit_checkpoint(model, 20, lambda v: v * 2), "interval 10"),
         "ckpt_active_sh": (lambda: _edit_checkpoint(model, 0, lambda v: 1), "active_sh_degree=1"),
         "ckpt_duration": (lambda: _edit_checkpoint(model, 19, lambda v: v + 5), "duration 34"),
-        "rot_interp": (lambda: _edit_cfg(model, "rot_interp_type", "lerp"), "rot_interp_type='lerp'"),
-        "var_pad": (lambda: _edit_cfg(model, "var_pad", 5), "var_pad=5"),
-        "sh_degree": (lambda: _edit_cfg(model, "sh_degree", 2), "sh_degree=2"),
+        "rot_interp": (lambda: edit_cfg_args(model / "cfg_args", rot_interp_type="lerp"), "rot_interp_type='lerp'"),
+        "var_pad": (lambda: edit_cfg_args(model / "cfg_args", var_pad=5), "var_pad=5"),
+        "sh_degree": (lambda: edit_cfg_args(model / "cfg_args", sh_degree=2), "sh_degree=2"),
         "no_cfg": (lambda: (model / "cfg_args").unlink(), "cfg_args"),
     }
     edit, needle = edits[case]
@@ -188,7 +176,7 @@ def test_bad_upstream_folders_are_refused(tmp_path, scene, case):
 
 def test_without_checkpoint_the_drift_uses_cfg_duration(tmp_path, scene):
     """render.py without chkpnt<N>.pth loads the PLYs with cfg_args' duration (the frame count)."""
-    model = _copy(tmp_path)
+    model = copy_fixture("ex4dgs", tmp_path)
     (model / CKPT).unlink()
     imported = get_importer("ex4dgs").load(model, scene)
     assert imported.expert.config.drift_frames == scene.num_frames

@@ -9,7 +9,7 @@ import json
 import shutil
 
 from test_cli import assert_one_line_error, cli, cli_here
-from upstream_cases import FIXTURES, write_scene
+from upstream_cases import FIXTURES, copy_fixture, write_scene
 
 FOURDGS = FIXTURES / "4dgaussians"
 
@@ -63,8 +63,7 @@ def test_an_imported_expert_trains_a_router(tmp_path):
 
 def test_refused_imports_write_nothing(tmp_path):
     spec, out = _scene(tmp_path), tmp_path / "out"
-    model = tmp_path / "model"
-    shutil.copytree(FOURDGS / "model", model)
+    model = copy_fixture("4dgaussians", tmp_path)
     shutil.rmtree(model / "point_cloud")
     assert_one_line_error(cli_here("import", "4dgaussians", str(model), "--scene", spec, "--out", str(out), "--cache",
                               str(tmp_path / "cache")), str(model), "point_cloud/iteration_N")

@@ -7,7 +7,6 @@ saved by upstream's ``save_ply`` and what upstream's ``train_ours_lite`` renders
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
 from moegs_bench.render.sh import sh_to_rgb
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
 
 FIXTURE = FIXTURES / "stg"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -97,15 +96,6 @@ def test_default_expert_has_no_windows(tmp_path):
     assert not any("time_window" in k for k in expert.state_dict())
 
 
-def _copy(tmp_path: Path) -> Path:
-    model = tmp_path / "model"
-    shutil.copytree(FIXTURE / "model", model)
-    return model
-
-
-def _edit_cfg(path: Path, key: str, value: object) -> None:
-    text = path.read_text()
-    path.write_text(re.sub(rf"\b{key}=('[^']*'|\d+)", f"{key}={value!r}", text, count=1))
 
 
 def _break(model: Path, case: str) -> tuple[str, ...]:
@@ -124,15 +114,15 @@ def _break(model: Path, case: str) -> tuple[str, ...]:
         write_ply(ply, props)
         return ("omega_0..omega_3",)
     if case == "full_model":
-        _edit_cfg(seg / "cfg_args", "model", "ours_full")
+        edit_cfg_args(seg / "cfg_args", model="ours_full")
         return "model='ours_full'", "not supported", "full model"
     if case == "litess":
-        _edit_cfg(seg / "cfg_args", "rdpip", "train_ours_litess")
+        edit_cfg_args(seg / "cfg_args", rdpip="train_ours_litess")
         return "rdpip='train_ours_litess'", "fisheye"
     assert case == "overlap"  # a segment starting at frame 5 overlaps colmap_0's frames 0..9
     shutil.copytree(seg, model / "colmap_5")
     shutil.rmtree(seg)
-    _edit_cfg(model / "colmap_5" / "cfg_args", "source_path", "data/fixture_scene/colmap_5")
+    edit_cfg_args(model / "colmap_5" / "cfg_args", source_path="data/fixture_scene/colmap_5")
     return "colmap_5", "overlap"
 
 
@@ -140,7 +130,7 @@ def _break(model: Path, case: str) -> tuple[str, ...]:
 # other cases through the importer (the CLI's handling of its error is the same).
 @pytest.mark.parametrize("case", ["no_ply", "full_model"])
 def test_the_cli_refuses_bad_upstream_folders(tmp_path, case):
-    spec, out, model = _scene(tmp_path / "scene"), tmp_path / "out", _copy(tmp_path)
+    spec, out, model = _scene(tmp_path / "scene"), tmp_path / "out", copy_fixture("stg", tmp_path)
     needles = _break(model, case)
     assert_one_line_error(_import(model, spec, out, tmp_path), *needles)
     assert not out.exists()
@@ -163,7 +153,7 @@ def _refusal(model: Path, spec: str, tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("case", ["no_cfg", "ply_property", "litess", "overlap"])
 def test_bad_upstream_folders_are_refused(tmp_path, case):
-    model = _copy(tmp_path)
+    model = copy_fixture("stg", tmp_path)
     needles = _break(model, case)
     message = _refusal(model, _scene(tmp_path / "scene"), tmp_path)
     assert all(n in message for n in needles), message

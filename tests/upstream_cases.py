@@ -3,6 +3,8 @@ the frame count and camera numbers an upstream fixture was made for, and the fix
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +35,19 @@ def write_scene(root: Path, num_frames: int, train_ids: tuple[int, ...], test_id
     points = PointCloud(xyz=torch.rand(64, 3, generator=g) - 0.5, rgb=torch.rand(64, 3, generator=g), source="test")
     panoptic.write(root, frames, images, test_camera_ids=set(test_ids), points=points, name=root.name)
     return f"panoptic:{root}"
+
+
+def copy_fixture(fmt: str, tmp_path: Path) -> Path:
+    """A copy of the fixture ``fmt``'s upstream folder, to spoil: ``tmp_path / "model"``."""
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / fmt / "model", model)
+    return model
+
+
+def edit_cfg_args(path: Path, **values: object) -> None:
+    """Set ``key=value`` settings in a ``cfg_args`` file (``Namespace(...)`` text); each key must be there."""
+    text = path.read_text()
+    for key, value in values.items():
+        text, n = re.subn(rf"\b{key}=('[^']*'|True|False|-?\d+)", f"{key}={value!r}", text, count=1)
+        assert n == 1, key
+    path.write_text(text)
