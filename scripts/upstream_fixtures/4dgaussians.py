@@ -42,7 +42,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import types
@@ -53,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from _checkout import require_commit  # (this folder, on sys.path when run as a script)
 
 REPO = "hustvl/4DGaussians"
 COMMIT = "843d5ac636c37e4b611242287754f3d4ed150144"
@@ -79,12 +80,6 @@ CONFIG = {
 
 
 # ---------------------------------------------------------------------------------------------- checkout
-def upstream_commit(path: Path) -> str:
-    marker = path / "UPSTREAM_COMMIT"
-    if marker.is_file():
-        return marker.read_text().strip()
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 def install_stubs() -> dict[str, list]:
@@ -212,9 +207,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     upstream, out = a.upstream.resolve(), a.out.resolve()
-    found = upstream_commit(upstream)
-    if found != COMMIT:
-        sys.exit(f"{upstream}: commit {found}, expected {COMMIT} ({REPO})")
+    require_commit(upstream, REPO, COMMIT)
     sys.path[:0] = [str(upstream), str(ROOT), str(ROOT / "tests")]
     state = install_stubs()
     cpu_instead_of_cuda()

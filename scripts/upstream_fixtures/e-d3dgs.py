@@ -24,7 +24,6 @@ import json
 import os
 import random
 import runpy
-import subprocess
 import sys
 import types
 from argparse import Namespace
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from _checkout import require_commit  # (this folder, on sys.path when run as a script)
 
 REPO = "JeongminB/E-D3DGS"
 PINNED = "a68543ed76e6627df2b8ec07a450c4632eb86f94"
@@ -64,14 +65,6 @@ SWITCHES = dict(
 )
 MAIN = dict(name="", iteration=ITERATION, num_gaussians=NUM_GAUSSIANS, offsets=OFFSETS, queries=QUERIES,
             hidden=HIDDEN)
-
-
-def upstream_commit(checkout: Path) -> str:
-    marker = checkout / "UPSTREAM_COMMIT"
-    if marker.is_file():
-        return marker.read_text().strip()
-    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 # ---------------------------------------------------------------------------------------------- patches
@@ -247,14 +240,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     opts = ap.parse_args()
     checkout, out = opts.upstream.resolve(), opts.out.resolve()
-    commit = upstream_commit(checkout)
-    if commit != PINNED:
-        sys.exit(f"{checkout}: at {commit}, expected {REPO} at {PINNED}")
+    require_commit(checkout, REPO, PINNED)
     install_stubs(checkout)
     for variant in (MAIN, SWITCHES):
         make(checkout, out / variant["name"], variant)
     meta = {
-        "upstream": {"repo": REPO, "commit": commit},
+        "upstream": {"repo": REPO, "commit": PINNED},
         "command": f"python scripts/upstream_fixtures/e-d3dgs.py --upstream {checkout.name} --out "
                    "tests/data/upstream/e-d3dgs",
         "scene": {"num_frames": DURATION, "train_ids": list(TRAIN_IDS), "test_ids": [TEST_ID]},

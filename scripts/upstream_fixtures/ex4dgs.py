@@ -28,13 +28,14 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _checkout import require_commit  # (this folder, on sys.path when run as a script)
 
 REPO = "juno181/Ex4DGS"
 COMMIT = "7fac64997164fde64732c80261e56adf66ca14df"
@@ -45,14 +46,6 @@ FRAMES = (0, 7, 13, 19)  # first, two middle ones (one on a keyframe: 7 + time_s
 ITERATION = 3000
 NUM_POINTS = 200
 EXTRACT_PERCENTILE = 0.7  # ~30% of the visible static Gaussians become dynamic at each extraction
-
-
-def checkout_commit(upstream: Path) -> str:
-    marker = upstream / "UPSTREAM_COMMIT"
-    if marker.is_file():
-        return marker.read_text().strip()
-    return subprocess.run(["git", "-C", str(upstream), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 # ---------------------------------------------------------------------------------------------- CPU patches
@@ -253,9 +246,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     upstream = a.upstream.resolve()
-    found = checkout_commit(upstream)
-    if found != COMMIT:
-        sys.exit(f"{upstream}: commit {found}, expected {COMMIT}")
+    require_commit(upstream, REPO, COMMIT)
     install_stubs(upstream)
     random.seed(0)
     np.random.seed(0)

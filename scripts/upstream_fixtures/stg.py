@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import types
 from argparse import Namespace
@@ -37,6 +36,8 @@ import torch
 from torch import nn
 
 from moegs_bench.cameras import Camera  # (before upstream's folders go on sys.path)
+
+from _checkout import require_commit  # (this folder, on sys.path when run as a script)
 
 REPO = "oppo-us-research/SpacetimeGaussians"
 COMMIT = "427abfc58309a4a5213843dd673fb22c4529306c"
@@ -49,14 +50,6 @@ FRAMES = (0, 6, 9, 10, 19)  # frames compared: both ends of both segments and th
 TRAIN_IDS, TEST_IDS = (1, 2, 3), (0,)  # write_scene's cameras: cam00 is the test view (as in N3D)
 CONFIG = "configs/techni_lite/Birthday.json"  # a lite config (rdpip train_ours_lite, model ours_lite)
 SEED = 0
-
-
-def upstream_commit(root: Path) -> str:
-    pinned = root / "UPSTREAM_COMMIT"
-    if pinned.is_file():
-        return pinned.read_text().strip()
-    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 def stub(name: str, **attrs) -> types.ModuleType:
@@ -211,9 +204,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="the fixture folder (tests/data/upstream/stg)")
     a = ap.parse_args()
     root, out = a.upstream.resolve(), a.out.resolve()
-    commit = upstream_commit(root)
-    if commit != COMMIT:
-        sys.exit(f"{root}: commit {commit}, expected {COMMIT}")
+    require_commit(root, REPO, COMMIT)
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     up = import_upstream(root)
