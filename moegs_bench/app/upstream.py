@@ -21,7 +21,7 @@ from typing import Any
 
 from moegs_bench.data.scene import Scene
 from moegs_bench.interop import get_importer
-from moegs_bench.interop.base import Imported
+from moegs_bench.interop.base import Imported, Importer
 from moegs_bench.io import atomic_write
 from moegs_bench.metrics import LpipsMetric
 from moegs_bench.results import ResultRecord, read_record, write_record
@@ -50,16 +50,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def upstream_provenance(fmt: str, source: Path, imported: Imported) -> dict[str, Any]:
+def upstream_provenance(importer: Importer, source: Path, imported: Imported) -> dict[str, Any]:
     """What ``upstream.json`` and the record's ``extra.upstream`` hold."""
-    importer = get_importer(fmt)
     source = Path(source).resolve()
     files = {}
     for path in imported.files:
         path = Path(path).resolve()
         rel = path.relative_to(source).as_posix() if path.is_relative_to(source) else str(path)
         files[rel] = sha256_file(path)
-    return {"format": fmt, "repo": importer.upstream.repo, "commit": importer.upstream.commit,
+    return {"format": importer.format, "repo": importer.upstream.repo, "commit": importer.upstream.commit,
             "folder": str(source), "iteration": imported.iteration, "files": dict(sorted(files.items())),
             "settings": imported.settings}
 
@@ -75,7 +74,7 @@ def import_upstream(fmt: str, source: Path, scene: Scene, scene_id: str, out_dir
     importer = get_importer(fmt)
     imported = importer.load(Path(source), scene, iteration=iteration)  # (before anything is written)
     expert = imported.expert
-    upstream = upstream_provenance(fmt, source, imported)
+    upstream = upstream_provenance(importer, source, imported)
     config = expert.config.to_dict()
     identity = {"kind": EXPERT_RUN, "expert": expert.info.id, "state_version": expert.state_version,
                 "profile": f"import:{fmt}", "config": config, "scene": scene_id, "dataset": scene.state.digest,

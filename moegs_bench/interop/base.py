@@ -101,18 +101,27 @@ def iteration_folder(folder: Path, iteration: int | None, *, parent: str = "poin
     return iteration, path
 
 
+def read_torch(path: Path, what: str, *, allowed: Sequence[Any] = ()) -> Any:
+    """A ``torch.save``'d file read without executing code (``weights_only``; ``allowed``: the
+    further globals it may hold); any failure is an :class:`UpstreamError` saying it is not a
+    readable ``what``, with the unpickler's reason."""
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is the file's problem
+        text = " ".join(str(e).split())
+        found = re.search(r"Unpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text)
+        why = found.group(1) if found else text
+        raise UpstreamError(f"{path}: not a readable {what} ({type(e).__name__}: {why[:200]})") from None
+
+
 def load_state(path: Path, expected: Mapping[str, tuple[int, ...] | None], *,
                optional: Sequence[str] = (), ignore: Sequence[str] = ()) -> dict[str, Tensor]:
     """A ``torch.save``'d state dict (tensors only, read without executing code) checked against
     ``expected`` (key -> shape, None: any shape). Keys in ``optional`` may be absent, keys matching
     an ``ignore`` regex are dropped; a missing, extra or misshapen key is an :class:`UpstreamError`
     naming it."""
-    path = require_file(path, "a torch state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is the file's problem
-        raise UpstreamError(f"{path}: not a readable torch state dict ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    state = read_torch(require_file(path, "a torch state dict"), "torch state dict")
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UpstreamError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     state = {k: v for k, v in state.items() if not any(re.fullmatch(p, k) for p in ignore)}

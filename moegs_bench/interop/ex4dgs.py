@@ -35,7 +35,7 @@ from torch import Tensor
 
 from moegs_bench.interop.base import (
     Imported, UpstreamError, UpstreamRef, build_expert, gaussian_columns, iteration_folder, ply_block, ply_property,
-    read_cfg_args, refuse,
+    read_cfg_args, read_torch, refuse,
 )
 from moegs_bench.interop.ply import read_ply
 
@@ -140,14 +140,7 @@ def read_checkpoint(path: Path, iteration: int, n_static: int, dynamic_shape: tu
     scalar = _numpy_scalar()
     allowed = [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
                *{type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4")}]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is the file's problem
-        text = " ".join(str(e).split())
-        found = re.search(r"Unpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text)
-        why = found.group(1) if found else text
-        raise UpstreamError(f"{path}: not a readable Ex4DGS checkpoint ({type(e).__name__}: {why[:200]})") from None
+    obj = read_torch(path, "Ex4DGS checkpoint", allowed=allowed)
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], (tuple, list))):
         raise UpstreamError(f"{path}: expected (model_args, iteration) as train.py saves it")
     args, saved_it = obj

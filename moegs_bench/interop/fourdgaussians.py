@@ -36,7 +36,7 @@ from torch import Tensor
 
 from moegs_bench.interop.base import (
     Imported, UpstreamError, UpstreamRef, build_expert, gaussian_columns, iteration_folder, load_state, read_cfg_args,
-    refuse, require_file,
+    read_torch, refuse, require_file,
 )
 
 LAYOUT = ("output/<exp>/{cfg_args, point_cloud/iteration_N/{point_cloud.ply, deformation.pth, "
@@ -153,10 +153,7 @@ def _check_tables(path: Path, n: int) -> list[Path]:
         file = path / name
         if not file.exists():
             continue
-        try:
-            value = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is the file's problem
-            raise UpstreamError(f"{file}: not a readable torch tensor ({type(e).__name__})") from None
+        value = read_torch(file, "torch tensor")
         if not isinstance(value, Tensor) or tuple(value.shape) != shape or (kind is not None and value.dtype != kind):
             got = f"{list(value.shape)} {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
             raise UpstreamError(f"{file}: expected a {'bool ' if kind else ''}tensor of shape {list(shape)} "
