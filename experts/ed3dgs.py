@@ -38,7 +38,7 @@ from moegs_bench.gaussians import GaussianState
 from moegs_bench.render.sh import num_sh_bases
 from moegs_bench.training.config import TrainConfig
 
-from moegs_bench.experts._profiles import tiny_train
+from moegs_bench.experts._profiles import small_from_tiny, tiny_train
 
 _ATTRS = ("pos", "scales", "rotations", "opacity", "rgb")
 
@@ -94,6 +94,14 @@ class ED3DGSConfig(ExpertConfig):
         densify_grad_threshold=3e-4, opacity_reset_every=0, lambda_dssim=0.0))
 
 
+#: the ``tiny`` profile (``small`` stretches it: experts/_profiles.py)
+_TINY = ED3DGSConfig(
+    embedding_dim=16, temporal_dim=32, temporal_rows=15, coarse_rows=5, c2f_iterations=500, width=64,
+    deform_from=100, anneal_steps=100, reg_neighbours=8, reg_falloff=500.0,
+    # 1,200 steps instead of 80,000: ten times upstream's decoder and embedding rates
+    deformation_lr=1.6e-3, deformation_lr_final=1.6e-4, embedding_lr=2.5e-2, train=tiny_train())
+
+
 class ED3DGS(Expert):
     info = ExpertInfo(
         id="e-d3dgs", method="E-D3DGS", paper="Bae et al., ECCV 2024", repo="JeongminB/E-D3DGS",
@@ -103,11 +111,8 @@ class ED3DGS(Expert):
     config_class = ED3DGSConfig
     profiles = {
         "paper": ED3DGSConfig(),
-        "tiny": ED3DGSConfig(
-            embedding_dim=16, temporal_dim=32, temporal_rows=15, coarse_rows=5, c2f_iterations=500, width=64,
-            deform_from=100, anneal_steps=100, reg_neighbours=8, reg_falloff=500.0,
-            # 1,200 steps instead of 80,000: ten times upstream's decoder and embedding rates
-            deformation_lr=1.6e-3, deformation_lr_final=1.6e-4, embedding_lr=2.5e-2, train=tiny_train()),
+        "tiny": _TINY,
+        "small": small_from_tiny(_TINY),
     }
     min_frames = 2
 

@@ -38,7 +38,7 @@ from moegs_bench.geometry import slerp
 from moegs_bench.gaussians import GaussianState
 from moegs_bench.training.config import TrainConfig
 
-from moegs_bench.experts._profiles import tiny_train
+from moegs_bench.experts._profiles import small_from_tiny, tiny_train
 
 
 @dataclass
@@ -110,6 +110,11 @@ def temporal_window_upstream(tau: float, center: Tensor, log_var: Tensor, var_mi
 WINDOWS = {"flat_top": temporal_window, "upstream": temporal_window_upstream}
 
 
+#: the ``tiny`` profile (``small`` stretches it: experts/_profiles.py)
+_TINY = Ex4DGSConfig(interval=5, convert_every=100, convert_from=150, convert_until=1000,
+    extract_percentile=0.9, train=tiny_train())
+
+
 class Ex4DGS(Expert):
     info = ExpertInfo(
         id="ex4dgs", method="Ex4DGS", paper="Lee et al., NeurIPS 2024", repo="juno181/Ex4DGS",
@@ -119,8 +124,8 @@ class Ex4DGS(Expert):
     config_class = Ex4DGSConfig
     profiles = {
         "paper": Ex4DGSConfig(),
-        "tiny": Ex4DGSConfig(interval=5, convert_every=100, convert_from=150, convert_until=1000,
-                             extract_percentile=0.9, train=tiny_train()),
+        "tiny": _TINY,
+        "small": small_from_tiny(_TINY),
     }
 
     def check_scene(self, init: SceneInit) -> None:

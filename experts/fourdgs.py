@@ -37,7 +37,7 @@ from moegs_bench.gaussians import GaussianState
 from moegs_bench.render.sh import num_sh_bases
 from moegs_bench.training.config import TrainConfig
 
-from moegs_bench.experts._profiles import tiny_train
+from moegs_bench.experts._profiles import small_from_tiny, tiny_train
 
 #: The six planes: pairs of (x, y, z, t) in itertools.combinations order; 2, 4, 5 hold time.
 PLANES: tuple[tuple[int, int], ...] = tuple(itertools.combinations(range(4), 2))
@@ -146,6 +146,12 @@ class DeformationNet(nn.Module):
         }
 
 
+#: the ``tiny`` profile (``small`` stretches it: experts/_profiles.py)
+_TINY = FourDGSConfig(
+    resolution=(16, 16, 16, 32), features=8, multires=(1, 2), width=64, coarse_iterations=200,
+    train=tiny_train(lambda_dssim=0.2))
+
+
 class FourDGaussians(Expert):
     info = ExpertInfo(
         id="4dgs", method="4DGaussians", paper="Wu et al., CVPR 2024", repo="hustvl/4DGaussians",
@@ -155,9 +161,8 @@ class FourDGaussians(Expert):
     config_class = FourDGSConfig
     profiles = {
         "paper": FourDGSConfig(),
-        "tiny": FourDGSConfig(
-            resolution=(16, 16, 16, 32), features=8, multires=(1, 2), width=64, coarse_iterations=200,
-            train=tiny_train(lambda_dssim=0.2)),
+        "tiny": _TINY,
+        "small": small_from_tiny(_TINY),
     }
     min_frames = 2
 

@@ -12,7 +12,7 @@ from moegs_bench.cameras import Camera
 from moegs_bench.gaussians import GaussianState
 from moegs_bench.training.config import TrainConfig
 
-from moegs_bench.experts._profiles import tiny_train
+from moegs_bench.experts._profiles import small_from_tiny, tiny_train
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Static3DGS(Expert):
         description="no deformation: one set of Gaussians for all times (the baseline)",
     )
     config_class = Static3DGSConfig
-    profiles = {"paper": Static3DGSConfig(), "tiny": Static3DGSConfig(train=tiny_train())}
+    profiles = {"paper": Static3DGSConfig(), "tiny": Static3DGSConfig(train=tiny_train()),
+                "small": small_from_tiny(Static3DGSConfig(train=tiny_train()))}
 
     def __init__(self, config: Static3DGSConfig, init: SceneInit) -> None:
         super().__init__(config, init)

@@ -29,7 +29,7 @@ from moegs_bench.cameras import Camera
 from moegs_bench.gaussians import GaussianState
 from moegs_bench.training.config import TrainConfig
 
-from moegs_bench.experts._profiles import tiny_train
+from moegs_bench.experts._profiles import small_from_tiny, tiny_train
 
 
 @dataclass
@@ -65,6 +65,10 @@ def in_window(t: float, window: Tensor) -> Tensor:  # [N, 2] -> [N]
     return ((window[:, 0] <= t) & (t < window[:, 1])).to(window.dtype)
 
 
+#: the ``tiny`` profile (``small`` stretches it: experts/_profiles.py)
+_TINY = STGConfig(train=tiny_train(opacity_reset_every=0))
+
+
 class SpacetimeGaussians(Expert):
     """STG with SH colour; with ``config.time_windows`` (set by ``moegs-bench import stg``) each
     Gaussian is shown only in its upstream segment's time window (see the module doc)."""
@@ -80,7 +84,8 @@ class SpacetimeGaussians(Expert):
     config_class = STGConfig
     profiles = {
         "paper": STGConfig(),
-        "tiny": STGConfig(train=tiny_train(opacity_reset_every=0)),
+        "tiny": _TINY,
+        "small": small_from_tiny(_TINY),
     }
     min_frames = 2
 

@@ -115,4 +115,5 @@ class DistillConfig:
 ROUTER_PROFILES: dict[str, RouterConfig] = {
     "paper": RouterConfig(),
     "tiny": RouterConfig(iterations=300, lr_decay_steps=600, checkpoint_every=100),
+    "small": RouterConfig(iterations=300, lr_decay_steps=600, checkpoint_every=100),
 }

@@ -262,7 +262,7 @@ def test_the_last_assignment_of_a_key_wins(classes):
         (["experts.4dgs.train.lambda_dssim=-inf"], "experts.4dgs.train.lambda_dssim: expected a finite number"),
         (["seed=-1"], "seed: expected an integer >= 0, got -1"),
         (["expert_iterations=0"], "expert_iterations: expected an integer >= 1, got 0"),
-        (["profile=huge"], "profile: expected one of paper, tiny"),
+        (["profile=huge"], "profile: expected one of paper, small, tiny"),
         (["scene.frames=5:5"], "scene.frames: expected START:END with 0 <= START < END, got 5:5"),
         (["scene.downscale=0"], "scene.downscale: expected an integer >= 1"),
     ],

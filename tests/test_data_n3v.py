@@ -108,7 +108,7 @@ def test_cameras_times_split(base):
     assert meta["video_frames"] == T and meta["video_resolution"] == f"{W}x{H}"
     assert meta["near_far"] == pytest.approx([1.0, 12.0]) and meta["fps"] == pytest.approx(30.0)
     assert scene.data.points is None  # no point file: Scene's fallback
-    assert "fallback" in scene.points.source
+    assert "training rays" in scene.points.source
 
 
 def test_detect_and_default_downscale(base):

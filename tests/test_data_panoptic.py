@@ -235,8 +235,8 @@ def edit(path: Path, change) -> None:
 
 
 def test_missing_meta(hand):
-    (hand / "test_meta.json").unlink()
-    with pytest.raises(DatasetError, match="test_meta.json: missing"):
+    (hand / "train_meta.json").unlink()  # (a missing test_meta.json is a capture without a test split)
+    with pytest.raises(DatasetError, match="train_meta.json: missing"):
         panoptic.load(hand)
 
 
@@ -354,3 +354,54 @@ def test_upstream_foreground_masks_are_the_test_views_regions(hand):
     half = load_scene(hand, downscale=2)
     expected = torch.from_numpy(fg[::2, ::2].astype(np.int64))  # whole 2x2 blocks: one label each
     assert torch.equal(half.regions(next(f for f in half.test if f.key == first.key)), expected)
+
+
+def test_capture_without_test_meta_holds_out_the_cameras_asked_for(hand, tmp_path):
+    """People's own captures have no test_meta.json: every camera trains until --test-cameras
+    holds some out; run and train-expert refuse a scene without test views, naming the key."""
+    from moegs_bench.app.config import SceneConfig, open_configured_scene
+    from moegs_bench.config import ConfigError
+
+    meta = json.loads((hand / "train_meta.json").read_text())
+    (hand / "test_meta.json").unlink()
+    data = panoptic.load(hand)
+    assert data.test_camera_ids == set() and {f.camera.camera_id for f in data.frames} == set(TRAIN_IDS)
+    scene = load_scene(hand, test_cameras=[2])
+    assert {f.camera.camera_id for f in scene.test} == {2} and {f.camera.camera_id for f in scene.train} == {0, 5}
+    assert len(scene.test) == T and meta["cam_id"][0] == TRAIN_IDS  # (the file is untouched)
+    with pytest.raises(InputError, match=r"no camera 9 in .* \(its cameras: 0, 2, 5\)"):
+        load_scene(hand, test_cameras=[9])
+    with pytest.raises(InputError, match="every camera"):
+        load_scene(hand, test_cameras=TRAIN_IDS)
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError) as e:
+        open_configured_scene(SceneConfig(spec=str(hand)), cache)
+    assert e.value.key == "scene.test_cameras" and "no test split" in str(e.value)
+    opened = open_configured_scene(SceneConfig(spec=str(hand), test_cameras=(2,)), cache)
+    assert opened.scene_id.endswith(";test_cameras=2") and len(opened.scene.test) == T
+    with pytest.raises(ConfigError) as e:
+        open_configured_scene(SceneConfig(spec=str(hand), test_cameras=(4,)), cache)
+    assert e.value.key == "scene.test_cameras"
+
+
+def test_frame_stride_keeps_every_nth_timestep_with_times_over_the_kept_ones(hand):
+    """--frames 0:3 --frame-stride 2 keeps timesteps 0 and 2 as frames 0 and 1 of 2 (times 0 and
+    1/2); their images and cameras are those of the unstrided load."""
+    from moegs_bench.app.config import SceneConfig, scene_config_from_id
+
+    full = load_scene(hand)
+    strided = load_scene(hand, frame_range=(0, 3), frame_stride=2)
+    assert strided.num_frames == 2
+    keys = sorted({f.key.split("/")[1] for f in strided.data.frames})
+    assert keys == ["000000", "000002"]
+    by_key = {f.key: f for f in full.data.frames}
+    for f in strided.data.frames:
+        t = int(f.key.split("/")[1])
+        assert f.frame == t // 2 and f.camera.time == pytest.approx(f.frame / 2)
+        assert_same_projection(f.camera, by_key[f.key].camera)
+        assert np.array_equal(strided.decode(f), full.decode(by_key[f.key]))
+    assert load_scene(hand, frame_stride=3).num_frames == 1  # no range: the whole sequence, strided
+    with pytest.raises(InputError, match="frame_stride"):
+        load_scene(hand, frame_stride=0)
+    config = SceneConfig(spec="panoptic:/x", downscale=2, frames=(0, 3), frame_stride=2, test_cameras=(2, 5))
+    assert scene_config_from_id("panoptic:/x;downscale=2;frames=0:3;stride=2;test_cameras=2,5") == config

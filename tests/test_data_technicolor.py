@@ -113,7 +113,7 @@ def test_cameras_times_split(base):
         assert f.key == f"cam{f.camera.camera_id:02d}/{FRAMES[f.frame]:06d}"
     meta = scene.data.meta
     assert meta["frame_numbers"] == [1, 5] and meta["cameras"] == 16 and meta["resolution"] == f"{W}x{H}"
-    assert scene.data.points is None and "fallback" in scene.points.source
+    assert scene.data.points is None and "training rays" in scene.points.source
 
 
 def test_detect(base, tmp_path):

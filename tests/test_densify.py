@@ -91,3 +91,42 @@ def test_opacity_reset_clamps_to_one_percent_and_clears_adam_state():
     assert torch.all(op <= 0.01 + 1e-6)
     assert float(op[3]) < 0.005  # already lower: kept
     assert opt.state[t["opacities"]]["exp_avg"].abs().sum() == 0
+
+
+def _big_gaussians_table():
+    """0: a normal Gaussian; 1: wide on screen; 2: large in the world (all opaque, none hot)."""
+    t = GaussianTable()
+    t.add("means", torch.tensor([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]), role="position")
+    t.add("scales", torch.log(torch.tensor([[0.01] * 3, [0.01] * 3, [0.5] * 3])), role="log_scale")
+    t.add("quats", torch.tensor([[1.0, 0, 0, 0]] * 3), role="quat")
+    t.add("opacities", torch.zeros(3), role="logit_opacity")
+    return t
+
+
+def _refine_at(step: int, reset_every: int) -> tuple[int, object]:
+    t = _big_gaussians_table()
+    cfg = TrainConfig(densify_from=0, densify_until=10_000, densify_every=100, opacity_reset_every=reset_every,
+                      max_screen_size=20.0)
+    d = Densifier(cfg, extent=1.0)  # world limit 0.1 * extent: Gaussian 2 (0.5) is above it
+    means2d = torch.zeros(3, 2, requires_grad=True)
+    (means2d * 0).sum().backward()  # no gradient: nothing is densified
+    d.observe(means2d, torch.tensor([3.0, 40.0, 3.0]), width=100, height=100)  # Gaussian 1: radius 40 px
+    report = d.step(step, t, [], torch.Generator().manual_seed(0))
+    return len(t), report
+
+
+def test_large_gaussians_are_pruned_only_after_the_first_opacity_reset():
+    """3DGS / 4DGaussians ``train.py``: ``size_threshold = 20 if iteration > opacity_reset_interval
+    else None``: before the first reset nothing is pruned for its size, after it the Gaussian
+    wider than 20 px and the one larger than 0.1 x the extent go."""
+    n, report = _refine_at(200, reset_every=300)
+    assert n == 3 and report.pruned == 0
+    n, report = _refine_at(400, reset_every=300)
+    assert n == 1 and (report.pruned, report.pruned_screen, report.pruned_world, report.pruned_transparent) == (2, 1, 1, 0)
+
+
+def test_no_size_pruning_in_a_schedule_without_resets():
+    """opacity_reset_every = 0 means no reset ever happens (4DGaussians' N3V interval of 60,000
+    exceeds its 14,000 steps): large Gaussians are never pruned for their size."""
+    n, report = _refine_at(5000, reset_every=0)
+    assert n == 3 and report.pruned == 0 and not report.reset_opacity

@@ -5,7 +5,8 @@ Keys (``--set KEY=VALUE``; the README lists every one):
 - ``profile``: ``tiny`` or ``paper``, the defaults every other key starts from;
 - ``seed``;
 - ``expert_iterations``: every expert's schedule stretched to N steps (``with_iterations``);
-- ``scene.spec``, ``scene.downscale``, ``scene.frames`` (``START:END``, END exclusive);
+- ``scene.spec``, ``scene.downscale``, ``scene.frames`` (``START:END``, END exclusive), ``scene.frame_stride``,
+  ``scene.test_cameras`` (``A,B``: the held-out cameras);
 - ``experts.<ID>.<field>``: the expert's configuration (``train.*`` and its own fields);
 - ``router.<field>`` (``run`` only): :class:`~moegs_bench.router.config.RouterConfig`.
 
@@ -40,12 +41,15 @@ C = TypeVar("C", bound="ExpertsConfig")
 @dataclass(frozen=True)
 class SceneConfig:
     """Which data: ``spec`` as ``--scene`` takes it (``None``: ``synthetic:kitchen``), the image
-    ``downscale`` (``None``: the dataset protocol's) and ``frames`` ``(start, end)`` of the
-    sequence (``None``: the protocol's)."""
+    ``downscale`` (``None``: the dataset protocol's), ``frames`` ``(start, end)`` of the
+    sequence (``None``: the protocol's), of which every ``frame_stride``-th is used, and the
+    ``test_cameras`` held out (``None``: the dataset's own split)."""
 
     spec: str | None = None
     downscale: int | None = setting(None, ge=1)
     frames: tuple[int, int] | None = None
+    frame_stride: int = setting(1, ge=1)
+    test_cameras: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -165,27 +169,41 @@ class OpenedScene:
 def open_configured_scene(config: SceneConfig, cache_dir: Path | None) -> OpenedScene:
     """Load the scene of ``config``. Its id is the canonical spec (``synthetic:NAME`` or
     ``FORMAT:/absolute/path``), followed by ``;downscale=F`` when the downscale is not the
-    protocol's and ``;frames=START:END`` when frames were chosen: the same data, the same id."""
+    protocol's, ``;frames=START:END`` when frames were chosen, ``;stride=S`` when strided and
+    ``;test_cameras=A,B`` when the test split was chosen: the same data, the same id. A scene
+    without test views (a capture without a test split) is refused, naming ``scene.test_cameras``."""
     from moegs_bench.data import Scene, open_scene
+    from moegs_bench.data.scene import test_cameras_problem
 
-    scene, spec = open_scene(config.spec, cache_dir=cache_dir, downscale=1, frame_range=config.frames)
+    scene, spec = open_scene(config.spec, cache_dir=cache_dir, downscale=1, frame_range=config.frames,
+                             frame_stride=config.frame_stride)
     downscale = scene.data.default_downscale if config.downscale is None else config.downscale
     _check_downscale(scene, downscale, given=config.downscale is not None)
-    if downscale != 1:  # the same Scene as open_scene(downscale=...) builds, once checked
-        scene = Scene(scene.data, downscale=downscale, cache_dir=scene.cache_dir)
+    if config.test_cameras is not None and (problem := test_cameras_problem(scene.data, config.test_cameras)):
+        raise ConfigError("scene.test_cameras", problem)
+    if downscale != 1 or config.test_cameras is not None:  # the Scene open_scene(...) builds, once checked
+        scene = Scene(scene.data, downscale=downscale, cache_dir=scene.cache_dir, test_cameras=config.test_cameras)
+    if not scene.test:
+        raise ConfigError("scene.test_cameras", f"{scene.data.root} has no test split; hold out cameras for testing "
+                                                f"(its cameras: {', '.join(map(str, scene.camera_ids))})")
     parts = [spec]
     if scene.downscale != scene.data.default_downscale:
         parts.append(f"downscale={scene.downscale}")
     if config.frames is not None:
         parts.append(f"frames={config.frames[0]}:{config.frames[1]}")
-    return OpenedScene(scene, SceneConfig(spec=spec, downscale=scene.downscale, frames=config.frames), ";".join(parts))
+    if config.frame_stride != 1:
+        parts.append(f"stride={config.frame_stride}")
+    if config.test_cameras is not None:
+        parts.append(f"test_cameras={','.join(map(str, config.test_cameras))}")
+    resolved = replace(config, spec=spec, downscale=scene.downscale)
+    return OpenedScene(scene, resolved, ";".join(parts))
 
 
 def scene_config_from_id(scene_id: str) -> SceneConfig:
     """The :class:`SceneConfig` whose :func:`open_configured_scene` gives ``scene_id`` (the id a
     ``train-expert`` or ``import`` folder's ``run.json`` names its scene by)."""
     spec, *parts = scene_id.split(";")
-    downscale, frames = None, None
+    downscale, frames, stride, test_cameras = None, None, 1, None
     for part in parts:
         key, _, value = part.partition("=")
         if key == "downscale":
@@ -193,9 +211,13 @@ def scene_config_from_id(scene_id: str) -> SceneConfig:
         elif key == "frames":
             start, _, end = value.partition(":")
             frames = (int(start), int(end))
+        elif key == "stride":
+            stride = int(value)
+        elif key == "test_cameras":
+            test_cameras = tuple(int(v) for v in value.split(","))
         else:
             raise ConfigError("scene", f"scene id {scene_id!r}: unknown part {part!r}")
-    return SceneConfig(spec=spec, downscale=downscale, frames=frames)
+    return SceneConfig(spec=spec, downscale=downscale, frames=frames, frame_stride=stride, test_cameras=test_cameras)
 
 
 def _check_downscale(scene: Any, downscale: int, *, given: bool) -> None:

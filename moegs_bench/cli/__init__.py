@@ -242,6 +242,9 @@ def data_info(
         int | None, typer.Option("--downscale", min=1, max=64, help="Image downscale factor (default: the protocol's).")
     ] = None,
     frames: Annotated[str | None, typer.Option("--frames", help="Frame range START:END (END exclusive).")] = None,
+    frame_stride: Annotated[int, typer.Option("--frame-stride", min=1, help="Every N-th frame of the range.")] = 1,
+    test_cameras: Annotated[str | None, typer.Option("--test-cameras", metavar="ID[,ID]", show_default=False,
+                                                     help="Hold out these cameras instead of the dataset's split.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     check: Annotated[
         bool, typer.Option("--check", help="Decode every image (train and test) and check its size; exit 2 if one fails.")
@@ -257,7 +260,8 @@ def data_info(
     from moegs_bench.cli._data import run_info
 
     with user_errors():
-        run_info(path, downscale=downscale, frames=frames, as_json=as_json, check=check, progress=progress)
+        run_info(path, downscale=downscale, frames=frames, frame_stride=frame_stride, test_cameras=test_cameras,
+                 as_json=as_json, check=check, progress=progress)
 
 
 experts_app = _sub_app("experts", "Experts: the built-in dynamic Gaussian methods, installed ones and --plugin classes.")
@@ -322,6 +326,7 @@ class Profile(str, Enum):
     """Configuration profiles every expert ships."""
 
     tiny = "tiny"
+    small = "small"
     paper = "paper"
 
 
@@ -377,6 +382,18 @@ _FramesOption = Annotated[
     typer.Option("--frames", metavar="START:END", show_default=False,
                  help="Frames START:END of the sequence, END exclusive (default: the protocol's; key scene.frames)."),
 ]
+_FrameStrideOption = Annotated[
+    int | None,
+    typer.Option("--frame-stride", min=1, show_default=False,
+                 help="Use every N-th frame of the range (a long capture on a CPU; key scene.frame_stride)."),
+]
+_TestCamerasOption = Annotated[
+    str | None,
+    typer.Option("--test-cameras", metavar="ID[,ID]", show_default=False,
+                 help="Hold out these cameras for testing instead of the dataset's split (needed where it has "
+                      "none, e.g. a Dynamic3DGaussians capture without test_meta.json; ids as "
+                      "[cyan]data info[/cyan] lists them; key scene.test_cameras)."),
+]
 
 
 @app.command("train-expert")
@@ -392,7 +409,9 @@ def train_expert(
     scene: _SceneOption = None,
     profile: Annotated[
         Profile, typer.Option("--profile", "-p", case_sensitive=False,
-                              help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the upstream N3V settings."),
+                              help="[b]tiny[/b]: minutes on a CPU (the synthetic suite); [b]small[/b]: a real capture "
+                                   "at about 160x90 on a CPU (README, \"Real captures\"); [b]paper[/b]: the upstream "
+                                   "N3V settings."),
     ] = Profile.tiny,
     iterations: Annotated[
         int | None,
@@ -411,6 +430,8 @@ def train_expert(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     downscale: _DownscaleOption = None,
     frames: _FramesOption = None,
+    frame_stride: _FrameStrideOption = None,
+    test_cameras: _TestCamerasOption = None,
     settings: _SetOption = None,
     lpips: _LpipsOption = None,
     ctx: typer.Context = None,  # type: ignore[assignment] - typer fills it
@@ -428,7 +449,8 @@ def train_expert(
     with command_errors(context):
         run_train_expert(expert=expert, out=out, scene=scene, profile=profile.value, iterations=iterations,
                          seed=seed, resume=resume, force=force, plugins=plugins or [], cache=cache,
-                         progress=progress, downscale=downscale, frames=frames, settings=settings or [],
+                         progress=progress, downscale=downscale, frames=frames, frame_stride=frame_stride,
+                         test_cameras=test_cameras, settings=settings or [],
                          given=_given(ctx), context=context, lpips=_choice(lpips))
 
 
@@ -456,7 +478,8 @@ def run(
     ] = None,
     profile: Annotated[
         Profile, typer.Option("--profile", "-p", case_sensitive=False,
-                              help="[b]tiny[/b]: minutes on a CPU; [b]paper[/b]: the papers' N3V settings "
+                              help="[b]tiny[/b]: minutes on a CPU (the synthetic suite); [b]small[/b]: a real capture at "
+                                   "about 160x90 on a CPU (README, \"Real captures\"); [b]paper[/b]: the papers' N3V settings "
                                    "(experts and router)."),
     ] = Profile.tiny,
     router: Annotated[
@@ -507,6 +530,8 @@ def run(
     progress: _ProgressOption = True,
     downscale: _DownscaleOption = None,
     frames: _FramesOption = None,
+    frame_stride: _FrameStrideOption = None,
+    test_cameras: _TestCamerasOption = None,
     settings: _SetOption = None,
     lpips: _LpipsOption = None,
     ctx: typer.Context = None,  # type: ignore[assignment] - typer fills it
@@ -529,7 +554,8 @@ def run(
             render_mode=render_mode.value, temperature=temperature, reference_temperature=reference_temperature,
             finetune_experts=finetune_experts, expert_iterations=expert_iterations,
             router_iterations=router_iterations, expert_runs=expert_runs or [], seed=seed, force=force,
-            retrain_experts=retrain_experts, plugins=plugins or [], cache=cache, progress=progress, downscale=downscale, frames=frames,
+            retrain_experts=retrain_experts, plugins=plugins or [], cache=cache, progress=progress,
+            downscale=downscale, frames=frames, frame_stride=frame_stride, test_cameras=test_cameras,
             settings=settings or [], given=_given(ctx), context=context, lpips=_choice(lpips),
         )
 

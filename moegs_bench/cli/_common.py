@@ -241,6 +241,17 @@ def parse_frames(text: str) -> tuple[int, int]:
     return start, end
 
 
+def parse_camera_ids(option: str, text: str) -> tuple[int, ...]:
+    """``"A,B"`` -> ``(A, B)``: camera ids, as ``data info`` lists them."""
+    try:
+        ids = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{option}: expected camera ids separated by commas (e.g. 0,3), got {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise UserError(f"{option}: camera ids are >= 0, got {text!r}")
+    return ids
+
+
 #: The shortcut flags every training command has (``train-expert`` and ``run``): profile, seed
 #: and the scene. A command adds its own after these.
 TRAINING_SHORTCUTS: tuple[Shortcut, ...] = (
@@ -249,6 +260,8 @@ TRAINING_SHORTCUTS: tuple[Shortcut, ...] = (
     ("scene", "--scene", "scene.spec", lambda v: v),
     ("downscale", "--downscale", "scene.downscale", lambda v: v),
     ("frames", "--frames", "scene.frames", parse_frames),
+    ("frame_stride", "--frame-stride", "scene.frame_stride", lambda v: v),
+    ("test_cameras", "--test-cameras", "scene.test_cameras", lambda v: parse_camera_ids("--test-cameras", v)),
 )
 
 

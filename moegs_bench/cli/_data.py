@@ -48,7 +48,7 @@ NOT_DECODED = "not decoded (pass --check to decode every image)"
 
 
 def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_json: bool, check: bool = False,
-             progress: bool = True) -> None:
+             progress: bool = True, frame_stride: int = 1, test_cameras: str | None = None) -> None:
     """Print a dataset's facts; with ``check``, decode every image first (README, ``data info``).
 
     A check that finds bad images still prints the facts, then each bad image (its key and what
@@ -56,7 +56,10 @@ def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_
     """
     from rich.console import Console
 
-    scene = _load(path, downscale, parse_frame_range(frames))
+    from moegs_bench.cli._common import parse_camera_ids
+
+    held_out = None if test_cameras is None else parse_camera_ids("--test-cameras", test_cameras)
+    scene = _load(path, downscale, parse_frame_range(frames), frame_stride, held_out)
     facts = _facts(scene)
     bad: list[tuple[str, str]] = []
     if check:
@@ -78,25 +81,40 @@ def run_info(path: str | Path, *, downscale: int | None, frames: str | None, as_
         raise UserError(f"{len(bad)} of {len(scene.data.frames)} images failed --check; the first: {bad[0][1]}")
 
 
-def _load(path: str | Path, downscale: int | None, frame_range: tuple[int, int] | None):
-    """The scene at ``downscale`` (None: the format's default); a downscale that leaves a camera
-    without pixels is a one-line error naming ``--downscale`` and the largest usable value."""
+def _load(path: str | Path, downscale: int | None, frame_range: tuple[int, int] | None, frame_stride: int = 1,
+          test_cameras: tuple[int, ...] | None = None):
+    """The scene at ``downscale`` (None: the format's default) with ``test_cameras`` held out; a
+    downscale that leaves a camera without pixels is a one-line error naming ``--downscale`` and
+    the largest usable value, unknown test cameras one naming ``--test-cameras``."""
     from moegs_bench.cameras import downscale_problem
     from moegs_bench.data import Scene, load_scene
+    from moegs_bench.data.scene import test_cameras_problem
 
-    full = load_scene(path, downscale=1, frame_range=frame_range)  # every camera has >= 1 pixel
+    full = load_scene(path, downscale=1, frame_range=frame_range, frame_stride=frame_stride)  # >= 1 pixel each
     wanted = full.data.default_downscale if downscale is None else downscale
     problem = downscale_problem((f.camera for f in full.data.frames), wanted)
     if problem is not None:
         given = "--downscale " if downscale is not None else f"--downscale not given: the {full.format} default "
         raise UserError(given + problem)
-    return full if wanted == 1 else Scene(full.data, downscale=wanted, cache_dir=full.cache_dir)
+    if test_cameras is not None and (problem := test_cameras_problem(full.data, test_cameras)):
+        raise UserError(f"--test-cameras: {problem}")
+    if wanted == 1 and test_cameras is None:
+        return full
+    return Scene(full.data, downscale=wanted, cache_dir=full.cache_dir, test_cameras=test_cameras)
 
 
 def _facts(scene) -> dict[str, object]:
+    from moegs_bench.data.scene import FALLBACK_POINTS
+
     full = scene.data.frames[0].camera
-    lo, hi = scene.bounds
-    test_ids = sorted(scene.data.test_camera_ids)
+    test_ids = sorted({f.camera.camera_id for f in scene.test})
+    if scene.data.points is not None:  # (sampling the rays' points would decode images: training does it)
+        lo, hi = scene.bounds
+        points = {"points": f"{scene.points.xyz.shape[0]} ({scene.points.source})",
+                  "bounds min": [round(v, 3) for v in lo.tolist()], "bounds max": [round(v, 3) for v in hi.tolist()]}
+    else:
+        points = {"points": f"none in the dataset; training samples {FALLBACK_POINTS} along the training rays "
+                            "(moegs_bench.data.init_points)"}
     return {
         "path": str(scene.data.root),
         "format": scene.format,
@@ -104,14 +122,13 @@ def _facts(scene) -> dict[str, object]:
         "cameras": len(scene.camera_ids),
         "train images": len(scene.train),
         "test images": len(scene.test),
-        "test cameras": test_ids if len(test_ids) <= 8 else f"{len(test_ids)} ids",
+        "test cameras": (test_ids if len(test_ids) <= 8 else f"{len(test_ids)} ids") if test_ids else
+                        "none (no test split: choose held-out cameras with --test-cameras)",
         "frames": scene.num_frames,
         "resolution": f"{full.width}x{full.height}",
         "downscale": scene.downscale,
         "resolution used": "{}x{}".format(*scene.resolution),
-        "points": f"{scene.points.xyz.shape[0]} ({scene.points.source})",
-        "bounds min": [round(v, 3) for v in lo.tolist()],
-        "bounds max": [round(v, 3) for v in hi.tolist()],
+        **points,
         "background": list(scene.data.background),
         **{str(k): v for k, v in scene.data.meta.items()},
     }

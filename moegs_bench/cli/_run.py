@@ -30,6 +30,7 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
                     expert_runs: list[str], seed: int, force: bool, plugins: list[str], cache: Path | None,
                     retrain_experts: bool = False,
                     progress: bool, downscale: int | None = None, frames: str | None = None,
+                    frame_stride: int | None = None, test_cameras: str | None = None,
                     settings: Sequence[str] = (), given: set[str] | None = None,
                     context: ErrorContext | None = None, lpips: str | None = None) -> None:
     from rich.console import Console
@@ -45,7 +46,8 @@ def run_mixture_cli(*, experts: str, scene: str | None, out: Path, name: str | N
 
     context = context if context is not None else ErrorContext(cache=cache)
     values = {"profile": profile, "seed": seed, "expert_iterations": expert_iterations, "scene": scene,
-              "downscale": downscale, "frames": frames, "router": router, "render_mode": render_mode,
+              "downscale": downscale, "frames": frames, "frame_stride": frame_stride,
+              "test_cameras": test_cameras, "router": router, "render_mode": render_mode,
               "router_iterations": router_iterations, "temperature": temperature,
               "reference_temperature": reference_temperature, "finetune_experts": finetune_experts}
     given = set(values) if given is None else given  # called from Python: every argument counts

@@ -19,6 +19,7 @@ TRAIN_SHORTCUTS: tuple[Shortcut, ...] = (
 def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str, iterations: int | None,
                      seed: int, resume: bool, force: bool, plugins: list[str], cache: Path | None,
                      progress: bool, downscale: int | None = None, frames: str | None = None,
+                     frame_stride: int | None = None, test_cameras: str | None = None,
                      settings: Sequence[str] = (), given: set[str] | None = None,
                      context: ErrorContext | None = None, lpips: str | None = None) -> None:
     from rich.console import Console
@@ -31,7 +32,7 @@ def run_train_expert(*, expert: str, out: Path, scene: str | None, profile: str,
 
     context = context if context is not None else ErrorContext(run_folder=out, cache=cache)
     values = {"profile": profile, "seed": seed, "iterations": iterations, "scene": scene, "downscale": downscale,
-              "frames": frames}
+              "frames": frames, "frame_stride": frame_stride, "test_cameras": test_cameras}
     given = set(values) if given is None else given  # called from Python: every argument counts
     console = Console()
     cls = Registry.discover(plugins).get(expert)

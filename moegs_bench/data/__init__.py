@@ -1,6 +1,6 @@
 """Datasets: one :class:`Scene` for every format, loaders selected by ``FORMAT:PATH`` or detected.
 
-Formats (each a module of this package with ``detect(root)`` and ``load(root, frame_range=...)``):
+Formats (each a module of this package with ``detect(root)`` and ``load(root, frame_range=..., frame_stride=...)``):
 
 - ``n3v``: Neural 3D Video (``poses_bounds.npy`` + ``camXX.mp4``)
 - ``technicolor``: Technicolor light-field rig (per-frame images + calibration)
@@ -19,6 +19,7 @@ from pathlib import Path
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, Scene, SceneData
 from moegs_bench.data.images import ImageSource
 from moegs_bench.data.files import folder_problem
+from moegs_bench.errors import InputError
 
 #: format name -> module (imported when used)
 FORMATS: dict[str, str] = {
@@ -68,9 +69,15 @@ def load_scene(
     downscale: int | None = None,
     frame_range: Sequence[int] | None = None,
     cache_dir: Path | None = None,
+    frame_stride: int = 1,
+    test_cameras: Sequence[int] | None = None,
 ) -> Scene:
     """Load ``FORMAT:PATH`` or ``PATH`` (format detected). ``downscale`` defaults to the dataset
-    protocol's (N3V: 2); ``frame_range`` is ``(start, end)`` within the sequence."""
+    protocol's (N3V: 2); ``frame_range`` is ``(start, end)`` within the sequence (default: the
+    protocol's frames), of which every ``frame_stride``-th is used; ``test_cameras`` replace the
+    dataset's test split (needed where it has none, e.g. a capture without ``test_meta.json``)."""
+    if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
+        raise InputError(f"frame_stride: expected an int >= 1, got {frame_stride!r}")
     text = str(spec)
     fmt, _, rest = text.partition(":")
     if rest and fmt in FORMATS:
@@ -81,8 +88,9 @@ def load_scene(
     else:
         root = Path(text)
         fmt = detect_format(root)
-    data = _module(fmt).load(root, frame_range=frame_range)
-    return Scene(data, downscale=data.default_downscale if downscale is None else downscale, cache_dir=cache_dir)
+    data = _module(fmt).load(root, frame_range=frame_range, frame_stride=frame_stride)
+    return Scene(data, downscale=data.default_downscale if downscale is None else downscale, cache_dir=cache_dir,
+                 test_cameras=None if test_cameras is None else tuple(test_cameras))
 
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -96,11 +104,12 @@ def default_cache_dir() -> Path:
 
 
 def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: int | None = None,
-               frame_range: Sequence[int] | None = None) -> tuple[Scene, str]:
+               frame_range: Sequence[int] | None = None, frame_stride: int = 1,
+               test_cameras: Sequence[int] | None = None) -> tuple[Scene, str]:
     """Load a scene from a CLI spec: ``synthetic:NAME`` (generated into the cache on first use;
     ``None`` is the default synthetic scene), ``FORMAT:PATH`` or ``PATH``. Returns the scene and
     a canonical spec (absolute path) that names it in run records and cache keys; ``downscale`` and
-    ``frame_range`` as for :func:`load_scene`."""
+    ``frame_range``, ``frame_stride`` and ``test_cameras`` as for :func:`load_scene`."""
     from moegs_bench.data.synthetic import DEFAULT_SCENE, SCENES, ensure
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -110,7 +119,8 @@ def open_scene(spec: str | None, *, cache_dir: Path | None = None, downscale: in
         if name not in SCENES:
             raise DatasetError(f"--scene {text}: unknown synthetic scene {name!r}; expected one of {', '.join(SCENES)}")
         root = ensure(name, cache / "synthetic")
-        return (load_scene(root, downscale=downscale, frame_range=frame_range, cache_dir=cache / "images"),
-                f"{SYNTHETIC_PREFIX}{name}")
-    scene = load_scene(text, downscale=downscale, frame_range=frame_range, cache_dir=cache / "images")
+        return (load_scene(root, downscale=downscale, frame_range=frame_range, cache_dir=cache / "images",
+                           frame_stride=frame_stride, test_cameras=test_cameras), f"{SYNTHETIC_PREFIX}{name}")
+    scene = load_scene(text, downscale=downscale, frame_range=frame_range, cache_dir=cache / "images",
+                       frame_stride=frame_stride, test_cameras=test_cameras)
     return scene, f"{scene.format}:{scene.data.root.resolve()}"

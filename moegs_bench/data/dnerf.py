@@ -26,8 +26,8 @@ Conventions:
   ``j``; test frame ``j`` has camera id ``TEST_ID_OFFSET + j`` (100000 + j), and
   ``test_camera_ids`` holds exactly those. Ids do not change with ``frame_range``.
 - Val frames (``transforms_val.json``) are ignored; ``meta`` says how many there were.
-- No point cloud ships with D-NeRF: ``points`` is None and :class:`Scene` uses its documented
-  random fallback.
+- No point cloud ships with D-NeRF: ``points`` is None and :class:`Scene` samples points along
+  the training rays (:mod:`moegs_bench.data.init_points`).
 - ``default_downscale`` is 2: most papers (D-NeRF itself with ``half_res``, 4DGaussians,
   Deformable 3DGS) train and evaluate at 400x400.
 """
@@ -59,7 +59,7 @@ def detect(root: Path) -> bool:
     return present(Path(root) / "transforms_train.json")
 
 
-def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
+def load(root: Path, *, frame_range: Sequence[int] | None = None, frame_stride: int = 1) -> SceneData:
     root = Path(root)
     train = _read_split(root, "train")
     test = _read_split(root, "test")
@@ -74,7 +74,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
     # frame index = rank of the frame's time among the distinct times of train and test
     distinct = sorted({entry["time"] for entry in train + test})
     rank = {t: i for i, t in enumerate(distinct)}
-    selected = select_frames(len(distinct), frame_range, root)
+    selected = select_frames(len(distinct), frame_range, root, frame_stride)
 
     frames: list[Frame] = []
     paths: dict[str, Path] = {}
@@ -121,7 +121,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
             "time": "the json's own time per frame",
             "background": "RGBA composited over white (D-NeRF protocol)",
             "default_downscale": "2 (400x400 from 800x800, as most papers use)",
-            "points": "none in the dataset (random fallback)",
+            "points": "none in the dataset (sampled along the training rays)",
         },
     )
 

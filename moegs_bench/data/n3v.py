@@ -84,7 +84,7 @@ def detect(root: Path) -> bool:
     return present(root / POSES_FILE) and bool(_videos(root, strict=False))
 
 
-def load(root: Path, *, frame_range=None) -> SceneData:
+def load(root: Path, *, frame_range=None, frame_stride: int = 1) -> SceneData:
     root = Path(root)
     require_folder(root, "an N3V scene folder (poses_bounds.npy + cam00.mp4 ...)")
     poses_path = root / POSES_FILE
@@ -113,13 +113,13 @@ def load(root: Path, *, frame_range=None) -> SceneData:
 
     meta: dict = {}
     if frame_range is None:
-        sel = range(min(n_total, PROTOCOL_FRAMES))
+        sel = select_frames(min(n_total, PROTOCOL_FRAMES), None, root, frame_stride)
         if n_total > PROTOCOL_FRAMES:
             meta["frame_selection"] = (
                 f"first {PROTOCOL_FRAMES} of {n_total} frames (N3V protocol); pass frame_range for others"
             )
     else:
-        sel = select_frames(n_total, frame_range, root)
+        sel = select_frames(n_total, frame_range, root, frame_stride)
     n = len(sel)
 
     poses = arr[:, :15].reshape(-1, 3, 5)
@@ -171,6 +171,8 @@ def load(root: Path, *, frame_range=None) -> SceneData:
             "near_far": [float(near.min()), float(far.max())],
         }
     )
+    if sel.step > 1:
+        meta["frame_stride"] = sel.step
     if len(set(sizes.values())) > 1:
         meta["video_resolutions"] = {k: f"{w}x{h}" for k, (w, h) in sizes.items()}
     if first.fps:
@@ -189,6 +191,7 @@ def load(root: Path, *, frame_range=None) -> SceneData:
         sources=(poses_path, *(p for _, p in videos), *(root / name for name in POINT_FILES)),
         num_frames=n,
         points=points,
+        depth_range=(float(near.min()), float(far.max())),
         default_downscale=DEFAULT_DOWNSCALE,
         name=root.name,
         meta=meta,
@@ -360,7 +363,7 @@ class VideoFrameReader:
         sel = self.selection
         nbytes = width * height * 3
         cap = max(1, self.max_bytes // nbytes)
-        if len(sel) <= cap:
+        if sel.stop - sel.start <= cap:  # (the frames between strided ones are decoded anyway)
             start, stop = sel.start, sel.stop
         else:
             stop = min(sel.stop, vidx + cap)
@@ -406,13 +409,13 @@ class VideoFrameReader:
 # ------------------------------------------------------------------------------- points
 def find_points(root: Path, names: tuple[str, ...] = POINT_FILES) -> tuple[PointCloud | None, str]:
     """The first existing file of ``names`` under ``root`` read as a point cloud, and a note for
-    ``meta`` (empty when none exists). An empty file gives ``None`` (Scene's fallback)."""
+    ``meta`` (empty when none exists). An empty file gives ``None`` (Scene samples points along the training rays)."""
     for name in names:
         path = root / name
         if optional_file(path):
             pc = read_points(path)
             if pc is None:
-                return None, f"{path} has no points; using the fallback"
+                return None, f"{path} has no points; sampling along the training rays"
             return pc, f"{path} ({pc.xyz.shape[0]} points)"
     return None, ""
 

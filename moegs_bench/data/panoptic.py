@@ -4,6 +4,8 @@ Layout (JonathonLuiten/Dynamic3DGaussians, ``data/<sequence>/``)::
 
     train_meta.json   {"w": int, "h": int, "k": [T][C][3][3], "w2c": [T][C][4][4],
     test_meta.json     "fn": [T][C] ("<cam>/<frame:06d>.jpg", relative to ims/), "cam_id": [T][C]}
+                      (test_meta.json is optional: without it every camera trains, and a test split
+                      is chosen with ``--test-cameras``)
     ims/<cam>/<frame>.jpg
     init_pt_cld.npz   optional: "data" [P, 7] = x, y, z, r, g, b (in [0, 1]), seg (1 = foreground)
     seg/              optional foreground masks (<fn as .png>, 0/1): the test views' ones are read as
@@ -59,10 +61,11 @@ def detect(root: Path) -> bool:
     return present(root / "train_meta.json") or present(root / "test_meta.json")
 
 
-def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
+def load(root: Path, *, frame_range: Sequence[int] | None = None, frame_stride: int = 1) -> SceneData:
     root = Path(root)
     train = _Meta.read(root / "train_meta.json")
-    test = _Meta.read(root / "test_meta.json")
+    test_path = root / "test_meta.json"
+    test = _Meta.read(test_path) if present(test_path) else _Meta.without_cameras(test_path, train)
     if train.T != test.T:
         raise DatasetError(
             f"{test.path}: {test.T} timesteps, but {train.path.name} has {train.T}; both must list every timestep"
@@ -73,7 +76,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None) -> SceneData:
     if shared:
         raise DatasetError(f"{test.path}: cameras {sorted(shared)} are also in {train.path.name}; the split must be disjoint")
     settings = _read_scene_json(root / "scene.json")
-    selected = select_frames(train.T, frame_range, root)
+    selected = select_frames(train.T, frame_range, root, frame_stride)
 
     ims = root / "ims"
     frames: list[Frame] = []
@@ -212,6 +215,12 @@ class _Meta:
             raise DatasetError(f"{path}: missing key(s) {', '.join(missing)}; expected {', '.join(_META_KEYS)}")
         return cls(path, md)
 
+    @classmethod
+    def without_cameras(cls, path: Path, like: _Meta) -> _Meta:
+        """An absent ``path`` (a capture without a test split): ``like``'s timesteps, no camera."""
+        rows = [[] for _ in range(like.T)]
+        return cls(path, {"w": like.w, "h": like.h, "k": rows, "w2c": rows, "fn": rows, "cam_id": rows})
+
     def _matrices(self, value: object, name: str, n: int) -> np.ndarray:
         expected = f"[T={self.T}][C={self.C}][{n}][{n}] numbers"
         if self.C == 0:  # a meta file without cameras (e.g. no test split): only the T empty rows
@@ -271,7 +280,7 @@ def _background(value: object, where: str, error: type[InputError] = DatasetErro
 
 def _read_points(path: Path) -> tuple[PointCloud | None, str]:
     if not optional_file(path):
-        return None, "none in the dataset (random fallback)"
+        return None, "none in the dataset (sampled along the training rays)"
     try:
         with np.load(path) as z:
             if "data" not in z.files:

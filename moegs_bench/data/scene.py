@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from moegs_bench.cameras import Camera, downscale_problem
+from moegs_bench.data.init_points import ray_points
 from moegs_bench.data.regions import RegionMasks, RegionsError
 from moegs_bench.data.state import DatasetState, dataset_state
 from moegs_bench.errors import InputError, UserInputError
@@ -27,6 +28,8 @@ from moegs_bench.io import atomic_write, remove_stale_temps
 
 #: A temporary file in the image cache untouched this long was left by a killed process.
 STALE_TEMP_SECONDS = 3600.0
+#: initial points of a scene without a point cloud
+FALLBACK_POINTS = 10_000
 
 
 class DatasetError(UserInputError):
@@ -46,7 +49,7 @@ class Frame:
 class PointCloud:
     xyz: Tensor  # [P, 3] world
     rgb: Tensor  # [P, 3] in [0, 1]
-    source: str  # where it comes from, e.g. "colmap points3D.txt" or "random in bounds (fallback)"
+    source: str  # where it comes from, e.g. "colmap points3D.txt" or "... along the training rays ..."
 
 
 #: Reads one full-resolution image of a frame: ``[H, W, 3]`` uint8 (or float in [0, 1]).
@@ -63,7 +66,7 @@ class SceneData:
     test_camera_ids: set[int]  # the dataset's own protocol: these cameras form the test split
     read_image: ImageReader
     num_frames: int
-    points: PointCloud | None = None  # None: the random fallback of Scene is used
+    points: PointCloud | None = None  # None: Scene samples points along the training rays
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     default_downscale: int = 1
     name: str = ""
@@ -74,6 +77,9 @@ class SceneData:
     sources: Sequence[Path] = ()
     #: per-pixel region masks of (some) views (:mod:`moegs_bench.data.regions`); None: none
     regions: RegionMasks | None = None
+    #: the scene's depth bounds ``(near, far)`` when the dataset knows them (LLFF poses_bounds);
+    #: they place the initial points of a scene without a point cloud
+    depth_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -83,6 +89,8 @@ class Scene:
     data: SceneData
     downscale: int = 1
     cache_dir: Path | None = None
+    #: the cameras held out for testing; None: the dataset's own split (``data.test_camera_ids``)
+    test_cameras: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.downscale, bool) or not isinstance(self.downscale, int) or self.downscale < 1:
@@ -97,14 +105,35 @@ class Scene:
             raise DatasetError(f"{self.data.root}: two frames share an image key")
         scaled = [self._scaled(f) for f in self.data.frames]
         test_ids = self.data.test_camera_ids
+        if self.test_cameras is not None:
+            problem = test_cameras_problem(self.data, self.test_cameras)
+            if problem is not None:
+                raise InputError(f"test_cameras: {problem}")
+            test_ids = set(self.test_cameras)
         self.train: list[Frame] = [f for f in scaled if f.camera.camera_id not in test_ids]
         self.test: list[Frame] = [f for f in scaled if f.camera.camera_id in test_ids]
-        self.points = self.data.points or _fallback_points(self.data.frames)
-        self.bounds = _bounds(self.points.xyz)
         self._state: DatasetState | None = None
         self._cache_checked = False
 
     # ---------------------------------------------------------------- description
+    @functools.cached_property
+    def points(self) -> PointCloud:
+        """The dataset's point cloud, or (none shipped) points along the training rays
+        (:mod:`moegs_bench.data.init_points`; the first training image of each camera is decoded)."""
+        if self.data.points is not None:
+            return self.data.points
+        first: dict[int, Frame] = {}
+        for f in sorted(self.train or self.test, key=lambda f: f.frame):
+            first.setdefault(f.camera.camera_id, f)
+        frames = [first[k] for k in sorted(first)]
+        xyz, rgb, how = ray_points([f.camera for f in frames], [self.image(f) for f in frames], FALLBACK_POINTS,
+                                   depth_range=self.data.depth_range)
+        return PointCloud(xyz, rgb, f"{len(xyz)} along the training rays, {how} (the dataset has no points)")
+
+    @functools.cached_property
+    def bounds(self) -> tuple[Tensor, Tensor]:  # ([3], [3]) robust box of the points
+        return _bounds(self.points.xyz)
+
     @property
     def name(self) -> str:
         return self.data.name or self.data.root.name
@@ -229,14 +258,31 @@ class Scene:
         return replace(frame, camera=replace(cam, K=K, width=cam.width // s, height=cam.height // s))
 
 
-def select_frames(n_total: int, frame_range: Sequence[int] | None, where: Path) -> range:
-    """The frames ``[start, end)`` of a sequence of ``n_total``; a clear error when out of range."""
+def test_cameras_problem(data: SceneData, test_cameras: Sequence[int]) -> str | None:
+    """Why ``test_cameras`` cannot be the test split of ``data`` (None: they can)."""
+    ids = sorted({f.camera.camera_id for f in data.frames})
+    unknown = sorted(set(test_cameras) - set(ids))
+    if unknown:
+        return (f"no camera {', '.join(map(str, unknown))} in {data.root} (its cameras: "
+                f"{', '.join(map(str, ids))})")
+    if not test_cameras:
+        return "expected at least one camera id"
+    if set(test_cameras) >= set(ids):
+        return f"that is every camera of {data.root}; keep at least one for training"
+    return None
+
+
+def select_frames(n_total: int, frame_range: Sequence[int] | None, where: Path, stride: int = 1) -> range:
+    """The frames ``[start, end)`` of a sequence of ``n_total`` (all without a range), every
+    ``stride``-th; a clear error when out of range."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise InputError(f"frame stride: expected an int >= 1, got {stride!r}")
     if frame_range is None:
-        return range(n_total)
+        return range(0, n_total, stride)
     start, end = int(frame_range[0]), int(frame_range[1])
     if not 0 <= start < end <= n_total:
         raise DatasetError(f"{where}: frame range {start}:{end} is outside the {n_total} frames (0:{n_total})")
-    return range(start, end)
+    return range(start, end, stride)
 
 
 def read_json(path: Path, expected: str) -> object:
@@ -297,25 +343,3 @@ def _bounds(xyz: Tensor) -> tuple[Tensor, Tensor]:
         return xyz.min(0).values, xyz.max(0).values
     q = torch.quantile(xyz.double(), torch.tensor([0.005, 0.995], dtype=torch.float64), dim=0).float()
     return q[0], q[1]
-
-
-def _fallback_points(frames: list[Frame], n: int = 10_000, seed: int = 0) -> PointCloud:
-    """Random points in the region seen by the cameras: between 0.5x and 1.5x the distance from
-    the cameras' centroid to the point closest to all their optical axes (documented fallback
-    when a dataset ships no point cloud)."""
-    cams = {f.camera.camera_id: f.camera for f in frames}
-    centres = torch.stack([c.campos.double() for c in cams.values()])  # [C, 3]
-    dirs = torch.stack([c.R.double()[2] for c in cams.values()])  # [C, 3] optical axes (world)
-    # least-squares point closest to all optical axes
-    eye = torch.eye(3, dtype=torch.float64)
-    A = sum(eye - d[:, None] * d[None, :] for d in dirs)
-    b = sum((eye - d[:, None] * d[None, :]) @ c for d, c in zip(dirs, centres))
-    try:
-        focus = torch.linalg.solve(A + 1e-9 * eye, b)
-    except RuntimeError:
-        focus = centres.mean(0) + dirs.mean(0)
-    radius = float((centres - focus).norm(dim=1).mean()) * 0.5 or 1.0
-    g = torch.Generator().manual_seed(seed)
-    xyz = focus + radius * (2 * torch.rand(n, 3, generator=g, dtype=torch.float64) - 1)
-    rgb = torch.rand(n, 3, generator=g)
-    return PointCloud(xyz.float(), rgb, "random in the cameras' common view (fallback: the dataset has no points)")

@@ -100,7 +100,7 @@ def detect(root: Path) -> bool:
         return False
 
 
-def load(root: Path, *, frame_range=None) -> SceneData:
+def load(root: Path, *, frame_range=None, frame_stride: int = 1) -> SceneData:
     root = Path(root)
     require_folder(root, f"a Technicolor scene folder (PNG frames + {CALIBRATION})")
     calib_path = root / CALIBRATION
@@ -147,6 +147,7 @@ def load(root: Path, *, frame_range=None) -> SceneData:
             f"{root}: frames {_fmt_numbers(gaps)} are missing for every camera between {numbers[0]} and "
             f"{numbers[-1]}; expected consecutive frames"
         )
+    numbers = numbers[::frame_stride]
     for cam in range(n_cams):
         lacking = [n for n in numbers if n not in files[cam]]
         if lacking:

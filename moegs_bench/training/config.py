@@ -5,7 +5,7 @@ profiles; nothing here is expert-specific."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 @dataclass
@@ -34,8 +34,11 @@ class TrainConfig:
     percent_dense: float = 0.01  # split above percent_dense * extent, clone below
     opacity_reset_every: int = 3000
     prune_opacity: float = 0.005
-    max_screen_size: float = 20.0  # px; prune larger (3DGS, after the first opacity reset)
+    max_screen_size: float = 20.0  # px; prune larger (3DGS, after the first opacity reset; none without resets)
     max_gaussians: int = 0  # 0: no cap; otherwise densification stops growing past it
+    # a collapsing Gaussian count or a diverging loss (moegs_bench.training.guard): stop with an
+    # error naming the step, or warn and finish
+    on_failure: Literal["stop", "warn"] = "stop"
     # bookkeeping
     checkpoint_every: int = 1000
 

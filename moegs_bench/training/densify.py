@@ -26,7 +26,10 @@ from moegs_bench.training.config import TrainConfig
 class DensifyReport:
     cloned: int = 0
     split: int = 0
-    pruned: int = 0
+    pruned: int = 0  # in all; a Gaussian may meet several of the criteria below
+    pruned_transparent: int = 0  # opacity below prune_opacity
+    pruned_screen: int = 0  # screen radius above the screen-size limit
+    pruned_world: int = 0  # world scale above 0.1 x the extent
     reset_opacity: bool = False
 
 
@@ -71,6 +74,16 @@ class Densifier:
         c = self.cfg
         return c.densify_from < step <= c.densify_until and step % c.densify_every == 0
 
+    def prunes_big(self, step: int) -> bool:
+        """Whether a refinement at ``step`` also prunes Gaussians too large on screen or in the world:
+        only after the first opacity reset, as 3DGS and 4DGaussians do (``size_threshold = 20 if
+        iteration > opacity_reset_interval else None`` in their ``train.py``); a schedule without
+        resets (``opacity_reset_every = 0``, or 4DGaussians' N3V interval of 60,000 beyond its
+        14,000 steps) never does. Earlier, the Gaussians of a sparse initial cloud are still large
+        and most of them would go at the first refinement."""
+        reset = self.cfg.opacity_reset_every
+        return reset > 0 and step > reset
+
     def is_reset_step(self, step: int) -> bool:
         c = self.cfg
         return c.opacity_reset_every > 0 and step <= c.densify_until and step % c.opacity_reset_every == 0
@@ -82,8 +95,7 @@ class Densifier:
         optimizers = list(optimizers)
         report = DensifyReport()
         if self.is_refine_step(step):
-            report = self.densify_and_prune(table, optimizers, generator,
-                                            prune_big=step > self.cfg.opacity_reset_every)
+            report = self.densify_and_prune(table, optimizers, generator, prune_big=self.prunes_big(step))
         if self.is_reset_step(step):
             self.reset_opacity(table, optimizers)
             report.reset_opacity = True
@@ -133,9 +145,12 @@ class Densifier:
 
         opac = torch.sigmoid(table[_one(table, "logit_opacity")])
         prune = opac.reshape(len(table), -1).max(dim=1).values < c.prune_opacity
+        report.pruned_transparent = int(prune.sum())
         if prune_big:
-            prune |= max_radii > c.max_screen_size
-            prune |= table[_one(table, "log_scale")].exp().max(dim=1).values > 0.1 * self.extent
+            too_wide = max_radii > c.max_screen_size
+            too_big = table[_one(table, "log_scale")].exp().max(dim=1).values > 0.1 * self.extent
+            report.pruned_screen, report.pruned_world = int(too_wide.sum()), int(too_big.sum())
+            prune |= too_wide | too_big
         if prune.all():  # never prune everything (an empty model cannot recover)
             prune[:] = False
         report.pruned = int(prune.sum())

@@ -35,6 +35,7 @@ from moegs_bench.training.densify import Densifier
 from moegs_bench.training.engine import (CheckpointPaths, LoopSpec, StepLoss, TrainingHooks, remove_periodic,
                                          run_training)
 from moegs_bench.training.evaluate import evaluate, with_lpips
+from moegs_bench.training.guard import HealthGuard
 from moegs_bench.training.schedule import ParamGroup
 from moegs_bench.training.views import EpochPermutations
 
@@ -82,10 +83,13 @@ class ExpertHooks(TrainingHooks):
     statistics after each backward pass, densification and the expert's ``refine`` after the
     optimiser step."""
 
-    def __init__(self, expert: TrainableExpert, background: Tensor | None, seed: int) -> None:
+    def __init__(self, expert: TrainableExpert, background: Tensor | None, seed: int,
+                 log: Callable[[str], None] = print) -> None:
         self.expert, self.background, self.seed = expert, background, seed
         self.tc: TrainConfig = expert.config.train
         self.densifier = Densifier(self.tc, expert.spatial_lr_scale)
+        self.guard = HealthGuard(expert.info.id, stop=self.tc.on_failure == "stop", log=log)
+        self._losses: list[float] = []  # the losses of the current step's views
 
     def param_groups(self) -> list[ParamGroup]:
         return self.expert.param_groups()
@@ -115,24 +119,30 @@ class ExpertHooks(TrainingHooks):
         return photometric_loss(image, target, self.tc.lambda_dssim)
 
     def after_backward(self, step: int, frame: Frame, out: StepLoss) -> None:
+        self._losses.append(float(out.loss.detach()))
         if step <= self.tc.densify_until:
             meta = out.aux["meta"]
             self.densifier.observe(meta["means2d"], meta["radii"], frame.camera.width, frame.camera.height)
 
     def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
-        self.densifier.step(step, self.expert.table, [optimizer], _step_generator(self.seed, step))
+        report = self.densifier.step(step, self.expert.table, [optimizer], _step_generator(self.seed, step))
         self.expert.refine(step, self.densifier, [optimizer])
+        loss, self._losses = sum(self._losses) / max(len(self._losses), 1), []
+        self.guard.after_step(step, loss, self.expert.num_gaussians, report)
 
     def postfix(self) -> dict[str, Any]:
         return {"N": self.expert.num_gaussians}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.expert.state_dict(), "densifier": self.densifier.state_dict()}
+        return {"model": self.expert.state_dict(), "densifier": self.densifier.state_dict(),
+                "guard": self.guard.state_dict()}
 
     def load_state_dict(self, states: dict[str, Any]) -> None:
         self.expert.load_state_dict(states["model"])  # first: the table takes the checkpoint's row count
         if states.get("densifier") is not None:
             self.densifier.load_state_dict(states["densifier"])
+        if states.get("guard") is not None:
+            self.guard.load_state_dict(states["guard"])
 
 
 def expert_loop(expert_cls: ExpertClass, config: TrainableConfig, seed: int) -> LoopSpec:
@@ -168,7 +178,7 @@ def train_expert(
         log(f"{out_dir}: finished run of {expert_id} found (read-only folder); reporting it")
         return open_trained_expert(expert_cls, scene, out_dir, config=config, seed=seed)
     expert = build_expert(expert_cls, config, scene, seed)
-    spec, hooks = expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed)
+    spec, hooks = expert_loop(expert_cls, config, seed), ExpertHooks(expert, scene.background, seed, log=log)
     paths = CheckpointPaths(latest=out_dir / LATEST_CKPT, final=out_dir / FINAL_CKPT)
     with working_in(out_dir, identity, what="expert run", owned=(RESULTS_FILE, FINAL_CKPT, "checkpoints", "renders"),
                     force=force, wait=wait, on_wait=log,
@@ -180,7 +190,8 @@ def train_expert(
                 log(f"{out_dir}: finished run of {expert_id} found; reporting it (pass --force to retrain)")
                 return TrainedExpert(expert, read_record(out_dir / RESULTS_FILE), out_dir, reused=True)
             log(f"{out_dir}: {expert_id} finished training; evaluating it")
-        return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed, lpips)
+        return _finish(expert, scene, scene_spec, out_dir, config, profile, seed, outcome.elapsed, lpips,
+                       hooks.guard.problems)
 
 
 def open_trained_expert(expert_cls: ExpertClass, scene: Scene, folder: Path, *, config: TrainableConfig,
@@ -201,8 +212,11 @@ def open_trained_expert(expert_cls: ExpertClass, scene: Scene, folder: Path, *, 
 
 
 def _finish(expert: TrainableExpert, scene: Scene, scene_spec: str, out_dir: Path, config: TrainableConfig,
-            profile: str, seed: int, train_seconds: float, lpips: LpipsMetric | None) -> TrainedExpert:
+            profile: str, seed: int, train_seconds: float, lpips: LpipsMetric | None,
+            problems: list[str]) -> TrainedExpert:
     record = expert_record(expert, scene, scene_spec, out_dir, config, profile, seed, train_seconds, lpips=lpips)
+    if problems:  # what the training guard reported (moegs_bench.training.guard)
+        record = replace(record, extra={**record.extra, "health": list(problems)})
     write_record(out_dir / RESULTS_FILE, record)
     return TrainedExpert(expert, record, out_dir, reused=False)
 
