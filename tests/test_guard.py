@@ -75,3 +75,11 @@ def test_state_round_trip_continues_the_same_history():
     for g in (a, b):
         g.after_step(80, 0.1, 100, DensifyReport())
     assert a.problems == b.problems and len(a.problems) == 1 and a.state_dict() == b.state_dict()
+
+
+def test_a_refinement_that_would_prune_everything_is_a_collapse():
+    """Densification keeps every Gaussian rather than none (``kept_all``): still a collapse."""
+    g = HealthGuard("4dgs", stop=True)
+    with pytest.raises(TrainingFailed, match="4dgs collapsed at step 300: densification would have pruned all 500 "
+                                             r"Gaussians \(500 too wide on screen\)"):
+        g.after_step(300, 0.1, 500, DensifyReport(pruned_screen=500, kept_all=True))

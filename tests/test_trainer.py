@@ -135,3 +135,32 @@ def test_run_json_names_the_run(scene, tmp_path):
     _train(Static3DGS, scene, tmp_path / "run")
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["expert"] == "static" and run["profile"] == "tiny" and run["config"]["train"]["iterations"] == 8
+
+
+def test_a_collapsing_training_is_stopped_or_reported(scene, tmp_path):
+    """A screen-size limit of half a pixel from the first refinement on (after an opacity reset at
+    step 2) would prune every Gaussian at step 3 (densification keeps them rather than leave none):
+    ``on_failure=stop`` ends the training there with a one-line error naming the step and the
+    cause; ``warn`` finishes, prints the warning and keeps it in the results record."""
+    from dataclasses import replace
+
+    from moegs_bench.training.guard import TrainingFailed
+
+    cfg = _config(Static3DGS)
+    n0 = scene.points.xyz.shape[0]
+    collapsing = replace(cfg.train, opacity_reset_every=2, max_screen_size=0.5, densify_grad_threshold=1e9)
+    with pytest.raises(TrainingFailed) as e:
+        _train(Static3DGS, scene, tmp_path / "stop", config=replace(cfg, train=replace(collapsing, on_failure="stop")))
+    msg = str(e.value)
+    assert f"static collapsed at step 3: densification would have pruned all {n0:,} Gaussians" in msg
+    assert "too wide on screen" in msg and "\n" not in msg
+    lines: list[str] = []
+    done = train_expert(Static3DGS, scene, tmp_path / "warn", scene_spec="synthetic:test", profile="tiny",
+                        config=replace(cfg, train=replace(collapsing, on_failure="warn")), progress=False,
+                        log=lines.append)
+    health = done.record.extra["health"]
+    assert len(health) == 1 and "static collapsed at step 3" in health[0]
+    assert f"warning: {health[0]}" in lines
+    assert read_record(tmp_path / "warn" / "results.json").extra["health"] == health
+    healthy = _train(Static3DGS, scene, tmp_path / "ok")
+    assert "health" not in healthy.record.extra

@@ -184,8 +184,9 @@ def open_configured_scene(config: SceneConfig, cache_dir: Path | None) -> Opened
     if downscale != 1 or config.test_cameras is not None:  # the Scene open_scene(...) builds, once checked
         scene = Scene(scene.data, downscale=downscale, cache_dir=scene.cache_dir, test_cameras=config.test_cameras)
     if not scene.test:
-        raise ConfigError("scene.test_cameras", f"{scene.data.root} has no test split; hold out cameras for testing "
-                                                f"(its cameras: {', '.join(map(str, scene.camera_ids))})")
+        raise ConfigError("scene.test_cameras", f"{scene.data.root} has no test split; hold out cameras with "
+                                                f"--test-cameras ID[,ID] (its cameras: "
+                                                f"{', '.join(map(str, scene.camera_ids))})")
     parts = [spec]
     if scene.downscale != scene.data.default_downscale:
         parts.append(f"downscale={scene.downscale}")

@@ -27,9 +27,10 @@ class DensifyReport:
     cloned: int = 0
     split: int = 0
     pruned: int = 0  # in all; a Gaussian may meet several of the criteria below
-    pruned_transparent: int = 0  # opacity below prune_opacity
-    pruned_screen: int = 0  # screen radius above the screen-size limit
-    pruned_world: int = 0  # world scale above 0.1 x the extent
+    pruned_transparent: int = 0  # Gaussians with an opacity below prune_opacity
+    pruned_screen: int = 0  # ... a screen radius above the screen-size limit
+    pruned_world: int = 0  # ... a world scale above 0.1 x the extent
+    kept_all: bool = False  # every Gaussian met a criterion: none was pruned (an empty model cannot recover)
     reset_opacity: bool = False
 
 
@@ -76,10 +77,12 @@ class Densifier:
 
     def prunes_big(self, step: int) -> bool:
         """Whether a refinement at ``step`` also prunes Gaussians too large on screen or in the world:
-        only after the first opacity reset, as 3DGS and 4DGaussians do (``size_threshold = 20 if
-        iteration > opacity_reset_interval else None`` in their ``train.py``); a schedule without
-        resets (``opacity_reset_every = 0``, or 4DGaussians' N3V interval of 60,000 beyond its
-        14,000 steps) never does. Earlier, the Gaussians of a sparse initial cloud are still large
+        only after the first opacity reset, as 3DGS does (``size_threshold = 20 if iteration >
+        opacity_reset_interval else None`` in graphdeco-inria/gaussian-splatting ``train.py``, kept
+        by 4DGaussians, E-D3DGS and Spacetime Gaussians). A schedule without resets
+        (``opacity_reset_every = 0``) never does, like upstream 4DGaussians on N3V (interval 60,000
+        beyond its 14,000 steps), E-D3DGS (interval 6,000,000) and Ex4DGS (``size_threshold`` always
+        None in its ``train.py``). Earlier, the Gaussians of a sparse initial cloud are still large,
         and most of them would go at the first refinement."""
         reset = self.cfg.opacity_reset_every
         return reset > 0 and step > reset
@@ -153,6 +156,7 @@ class Densifier:
             prune |= too_wide | too_big
         if prune.all():  # never prune everything (an empty model cannot recover)
             prune[:] = False
+            report.kept_all = True
         report.pruned = int(prune.sum())
         if report.pruned:
             table.edit_rows(keep=~prune, optimizers=optimizers)

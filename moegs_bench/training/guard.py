@@ -53,11 +53,14 @@ class HealthGuard:
         self._check_loss(step, loss, report.reset_opacity)
         before = self.peak
         self.peak = max(self.peak, num_gaussians)
-        if before and num_gaussians < COLLAPSE_SHARE * before:
-            causes = [f"{n:,} {what}" for n, what in ((report.pruned_screen, "too wide on screen"),
-                                                       (report.pruned_world, "too large in the world"),
-                                                       (report.pruned_transparent, "transparent")) if n]
-            why = f" ({report.pruned:,} pruned: {', '.join(causes)})" if report.pruned and causes else ""
+        causes = ", ".join(f"{n:,} {what}" for n, what in ((report.pruned_screen, "too wide on screen"),
+                                                            (report.pruned_world, "too large in the world"),
+                                                            (report.pruned_transparent, "transparent")) if n)
+        if report.kept_all:
+            self._problem("collapsed", f"step {step}: densification would have pruned all {num_gaussians:,} "
+                                       f"Gaussians ({causes}); it kept them, as an empty model cannot recover")
+        elif before and num_gaussians < COLLAPSE_SHARE * before:
+            why = f" ({report.pruned:,} pruned: {causes})" if report.pruned and causes else ""
             self._problem("collapsed", f"step {step}: the Gaussian count fell to {num_gaussians:,}, below "
                                        f"{COLLAPSE_SHARE:.0%} of its peak {before:,}{why}")
 
