@@ -2,7 +2,7 @@
 
 Keys (``--set KEY=VALUE``; the README lists every one):
 
-- ``profile``: ``tiny`` or ``paper``, the defaults every other key starts from;
+- ``profile``: ``tiny``, ``small`` or ``paper``, the defaults every other key starts from;
 - ``seed``;
 - ``expert_iterations``: every expert's schedule stretched to N steps (``with_iterations``);
 - ``scene.spec``, ``scene.downscale``, ``scene.frames`` (``START:END``, END exclusive), ``scene.frame_stride``,

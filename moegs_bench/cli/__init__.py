@@ -243,8 +243,10 @@ def data_info(
     ] = None,
     frames: Annotated[str | None, typer.Option("--frames", help="Frame range START:END (END exclusive).")] = None,
     frame_stride: Annotated[int, typer.Option("--frame-stride", min=1, help="Every N-th frame of the range.")] = 1,
-    test_cameras: Annotated[str | None, typer.Option("--test-cameras", metavar="ID[,ID]", show_default=False,
-                                                     help="Hold out these cameras instead of the dataset's split.")] = None,
+    test_cameras: Annotated[
+        str | None, typer.Option("--test-cameras", metavar="ID[,ID]", show_default=False,
+                                 help="Hold out these cameras instead of the dataset's split."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     check: Annotated[
         bool, typer.Option("--check", help="Decode every image (train and test) and check its size; exit 2 if one fails.")
@@ -478,9 +480,9 @@ def run(
     ] = None,
     profile: Annotated[
         Profile, typer.Option("--profile", "-p", case_sensitive=False,
-                              help="[b]tiny[/b]: minutes on a CPU (the synthetic suite); [b]small[/b]: a real capture at "
-                                   "about 160x90 on a CPU (README, \"Real captures\"); [b]paper[/b]: the papers' N3V settings "
-                                   "(experts and router)."),
+                              help="[b]tiny[/b]: minutes on a CPU (the synthetic suite); [b]small[/b]: a real "
+                                   "capture at about 160x90 on a CPU (README, \"Real captures\"); [b]paper[/b]: the "
+                                   "papers' N3V settings (experts and router)."),
     ] = Profile.tiny,
     router: Annotated[
         RouterVariant, typer.Option("--router", case_sensitive=False, help=ROUTER_VARIANTS.help_text()),

@@ -21,7 +21,8 @@ from moegs_bench.training.densify import DensifyReport
 COLLAPSE_SHARE = 0.25
 #: the loss has diverged when its running mean exceeds this multiple of its best running mean
 DIVERGENCE_FACTOR = 3.0
-#: steps of the running mean of the loss (and steps after an opacity reset the rise is allowed)
+#: the running mean is exponential with weight 1 / LOSS_WINDOW; it is not judged in the first
+#: LOSS_WINDOW steps nor in the LOSS_WINDOW steps after an opacity reset (which raises the loss)
 LOSS_WINDOW = 50
 
 
@@ -74,8 +75,8 @@ class HealthGuard:
             return
         self._best = min(self._best, self._ema)
         if self._ema > DIVERGENCE_FACTOR * self._best:
-            self._problem("diverged", f"step {step}: the training loss (mean of the last {LOSS_WINDOW} steps) "
-                                      f"rose to {self._ema:.4g}, {self._ema / self._best:.1f}x its best {self._best:.4g}")
+            self._problem("diverged", f"step {step}: the training loss (running mean over ~{LOSS_WINDOW} steps) rose "
+                                      f"to {self._ema:.4g}, {self._ema / self._best:.1f}x its best {self._best:.4g}")
 
     def _problem(self, kind: str, what: str) -> None:
         message = f"{self.label} {kind} at {what}"
