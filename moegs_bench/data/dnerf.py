@@ -110,6 +110,7 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None, frame_stride: 
         num_frames=len(selected),
         points=None,
         background=(1.0, 1.0, 1.0),
+        composited=True,
         default_downscale=2,
         name=root.name,
         meta={

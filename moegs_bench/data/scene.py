@@ -80,6 +80,9 @@ class SceneData:
     #: the scene's depth bounds ``(near, far)`` when the dataset knows them (LLFF poses_bounds);
     #: they place the initial points of a scene without a point cloud
     depth_range: tuple[float, float] | None = None
+    #: the images are renders composited over ``background`` (D-NeRF): a pixel of that colour shows
+    #: no surface (no initial point is put on its ray)
+    composited: bool = False
 
 
 @dataclass
@@ -127,7 +130,8 @@ class Scene:
             first.setdefault(f.camera.camera_id, f)
         frames = [first[k] for k in sorted(first)]
         xyz, rgb, how = ray_points([f.camera for f in frames], [self.image(f) for f in frames], FALLBACK_POINTS,
-                                   depth_range=self.data.depth_range)
+                                   depth_range=self.data.depth_range,
+                                   background=self.data.background if self.data.composited else None)
         return PointCloud(xyz, rgb, f"{len(xyz)} along the training rays, {how} (the dataset has no points)")
 
     @functools.cached_property
