@@ -83,3 +83,22 @@ def test_a_refinement_that_would_prune_everything_is_a_collapse():
     with pytest.raises(TrainingFailed, match="4dgs collapsed at step 300: densification would have pruned all 500 "
                                              r"Gaussians \(500 too wide on screen\)"):
         g.after_step(300, 0.1, 500, DensifyReport(pruned_screen=500, kept_all=True))
+
+
+def test_empty_renders_are_a_collapse():
+    """Every Gaussian transparent (D-NeRF's white background rewards rendering nothing): the
+    running mean of the renders' alpha falls to nothing and the guard says so."""
+    lines = []
+    g = HealthGuard("e-d3dgs", stop=False, log=lines.append)
+    step = 0
+    for coverage in [0.2] * LOSS_WINDOW + [0.0] * (5 * LOSS_WINDOW):
+        step += 1
+        g.after_step(step, 0.05, 9_000, DensifyReport(), coverage=coverage)
+    assert len(g.problems) == 1 and "e-d3dgs collapsed at step" in g.problems[0]
+    assert "renders are empty" in g.problems[0]
+    first = int(g.problems[0].split("step ")[1].split(":")[0])
+    assert LOSS_WINDOW < first < 5 * LOSS_WINDOW  # once the running mean has fallen
+    h = HealthGuard("4dgs", stop=True)
+    for step in range(1, 4 * LOSS_WINDOW):
+        h.after_step(step, 0.05, 9_000, DensifyReport(), coverage=0.15)  # a small subject on white: fine
+    assert h.problems == []

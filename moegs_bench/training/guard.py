@@ -1,8 +1,9 @@
 """Training health: notices when an expert's Gaussians collapse or its loss diverges.
 
 A model whose adaptive density control prunes most of its Gaussians (too large, too wide on
-screen, transparent) can rarely grow back within a short schedule, and a loss that turns NaN
-or keeps rising leaves a meaningless model; either used to show only in the final metrics. The
+screen, transparent) can rarely grow back within a short schedule, one whose Gaussians all turn
+transparent renders nothing but the background, and a loss that turns NaN or keeps rising leaves
+a meaningless model; each used to show only in the final metrics. The
 guard checks after every step and reports the first occurrence of each problem with the step
 and the cause; with ``TrainConfig.on_failure = "stop"`` (the paper profiles) it stops the
 training with a one-line error instead of finishing a broken model.
@@ -19,6 +20,8 @@ from moegs_bench.training.densify import DensifyReport
 
 #: the Gaussian count has collapsed when it falls below this share of its peak so far
 COLLAPSE_SHARE = 0.25
+#: the renders are empty when the running mean of their opacity (alpha) falls below this
+EMPTY_COVERAGE = 0.005
 #: the loss has diverged when its running mean exceeds this multiple of its best running mean
 DIVERGENCE_FACTOR = 3.0
 #: the running mean is exponential with weight 1 / LOSS_WINDOW; it is not judged in the first
@@ -42,16 +45,21 @@ class HealthGuard:
     peak: int = 0
     problems: list[str] = field(default_factory=list)
     _ema: float | None = None
+    _coverage: float | None = None
     _best: float = math.inf
     _since_reset: int = LOSS_WINDOW
     _seen: set[str] = field(default_factory=set)
 
-    def after_step(self, step: int, loss: float, num_gaussians: int, report: DensifyReport) -> None:
+    def after_step(self, step: int, loss: float, num_gaussians: int, report: DensifyReport, *,
+                   coverage: float | None = None) -> None:
         """Check the state after ``step``: its mean training ``loss``, the Gaussian count after
-        densification and what densification did (``report``)."""
+        densification, what densification did (``report``) and the mean alpha of the step's
+        renders (``coverage``)."""
         if not math.isfinite(loss):
             self._problem("diverged", f"step {step}: the training loss is {loss} (not finite)")
         self._check_loss(step, loss, report.reset_opacity)
+        if coverage is not None:
+            self._check_coverage(step, coverage)
         before = self.peak
         self.peak = max(self.peak, num_gaussians)
         causes = ", ".join(f"{n:,} {what}" for n, what in ((report.pruned_screen, "too wide on screen"),
@@ -78,6 +86,13 @@ class HealthGuard:
             self._problem("diverged", f"step {step}: the training loss (running mean over ~{LOSS_WINDOW} steps) rose "
                                       f"to {self._ema:.4g}, {self._ema / self._best:.1f}x its best {self._best:.4g}")
 
+    def _check_coverage(self, step: int, coverage: float) -> None:
+        a = 1.0 / LOSS_WINDOW
+        self._coverage = coverage if self._coverage is None else (1 - a) * self._coverage + a * coverage
+        if step >= LOSS_WINDOW and self._since_reset >= LOSS_WINDOW and self._coverage < EMPTY_COVERAGE:
+            self._problem("collapsed", f"step {step}: its renders are empty (mean alpha {self._coverage:.2g} over "
+                                       f"~{LOSS_WINDOW} steps): every Gaussian is transparent or out of view")
+
     def _problem(self, kind: str, what: str) -> None:
         message = f"{self.label} {kind} at {what}"
         if self.stop:
@@ -90,9 +105,10 @@ class HealthGuard:
 
     def state_dict(self) -> dict:
         return {"peak": self.peak, "problems": list(self.problems), "ema": self._ema, "best": self._best,
-                "since_reset": self._since_reset, "seen": sorted(self._seen)}
+                "since_reset": self._since_reset, "seen": sorted(self._seen), "coverage": self._coverage}
 
     def load_state_dict(self, state: dict) -> None:
         self.peak, self.problems = int(state["peak"]), list(state["problems"])
         self._ema, self._best = state["ema"], float(state["best"])
         self._since_reset, self._seen = int(state["since_reset"]), set(state["seen"])
+        self._coverage = state.get("coverage")

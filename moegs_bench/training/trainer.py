@@ -90,6 +90,7 @@ class ExpertHooks(TrainingHooks):
         self.densifier = Densifier(self.tc, expert.spatial_lr_scale)
         self.guard = HealthGuard(expert.info.id, stop=self.tc.on_failure == "stop", log=log)
         self._losses: list[float] = []  # the losses of the current step's views
+        self._coverage: list[float] = []  # ... and the mean opacity of their renders
 
     def param_groups(self) -> list[ParamGroup]:
         return self.expert.param_groups()
@@ -103,7 +104,7 @@ class ExpertHooks(TrainingHooks):
         e.on_step(step)
 
     def loss(self, step: int, frame: Frame, target: Tensor) -> StepLoss:
-        img, _, meta, _ = render_expert(self.expert, frame.camera, self.background)
+        img, alpha, meta, _ = render_expert(self.expert, frame.camera, self.background)
         means2d = meta["means2d"]
         if means2d.requires_grad:
             means2d.retain_grad()
@@ -111,7 +112,7 @@ class ExpertHooks(TrainingHooks):
         reg = self.expert.regularization(step)
         if reg is not None:
             loss = loss + reg
-        return StepLoss(loss, img, {"meta": meta})
+        return StepLoss(loss, img, {"meta": meta, "coverage": float(alpha.detach().mean())})
 
     def image_loss(self, frame: Frame, image: Tensor, target: Tensor) -> Tensor:
         """The loss of the render ``image`` ``[H, W, 3]`` of ``frame``: the photometric loss
@@ -120,6 +121,7 @@ class ExpertHooks(TrainingHooks):
 
     def after_backward(self, step: int, frame: Frame, out: StepLoss) -> None:
         self._losses.append(float(out.loss.detach()))
+        self._coverage.append(out.aux["coverage"])
         if step <= self.tc.densify_until:
             meta = out.aux["meta"]
             self.densifier.observe(meta["means2d"], meta["radii"], frame.camera.width, frame.camera.height)
@@ -128,7 +130,8 @@ class ExpertHooks(TrainingHooks):
         report = self.densifier.step(step, self.expert.table, [optimizer], _step_generator(self.seed, step))
         self.expert.refine(step, self.densifier, [optimizer])
         loss, self._losses = sum(self._losses) / max(len(self._losses), 1), []
-        self.guard.after_step(step, loss, self.expert.num_gaussians, report)
+        coverage, self._coverage = sum(self._coverage) / max(len(self._coverage), 1), []
+        self.guard.after_step(step, loss, self.expert.num_gaussians, report, coverage=coverage)
 
     def postfix(self) -> dict[str, Any]:
         return {"N": self.expert.num_gaussians}
