@@ -3,10 +3,10 @@
 A model whose adaptive density control prunes most of its Gaussians (too large, too wide on
 screen, transparent) can rarely grow back within a short schedule, one whose Gaussians all turn
 transparent renders nothing but the background, and a loss that turns NaN or keeps rising leaves
-a meaningless model; each used to show only in the final metrics. The
-guard checks after every step and reports the first occurrence of each problem with the step
-and the cause; with ``TrainConfig.on_failure = "stop"`` (the paper profiles) it stops the
-training with a one-line error instead of finishing a broken model.
+a meaningless model; each used to show only in the final metrics. The guard checks after every
+step and reports the first occurrence of each problem with the step and the cause; with
+``TrainConfig.on_failure = "stop"`` (the paper profiles) it stops the training with a one-line
+error instead of finishing a broken model.
 """
 
 from __future__ import annotations
