@@ -1,5 +1,5 @@
 """The CPU profiles the experts share: ``tiny`` (the synthetic suite, 96x72, minutes on 2 cores)
-and ``small`` (real captures downscaled to about 160x90, a 2-expert run in about 20 minutes)."""
+and ``small`` (real captures downscaled to about 160x90, a 2-expert run in about 22 minutes)."""
 
 from __future__ import annotations
 
