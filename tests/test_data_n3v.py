@@ -175,6 +175,18 @@ def test_frame_range(base):
         assert np.array_equal(img, frame_pixels(f.camera.camera_id, vidx))
 
 
+def test_frame_stride_decodes_the_right_frames(base):
+    """Every 2nd frame of 1:6 (video frames 1, 3, 5): the decoder seeks each from the video."""
+    scene = load_scene("n3v:" + str(base), downscale=1, frame_range=(1, 6), frame_stride=2)
+    assert scene.num_frames == 3 and scene.data.meta["frame_stride"] == 2
+    for f in scene.train + scene.test:
+        vidx = 1 + 2 * f.frame
+        assert f.key == f"cam{f.camera.camera_id:02d}/{vidx:06d}"
+        assert f.camera.time == pytest.approx(f.frame / 3)
+        img = (scene.image(f).numpy() * 255).round().astype(np.uint8)
+        assert np.array_equal(img, frame_pixels(f.camera.camera_id, vidx))
+
+
 def test_protocol_takes_first_300_frames(tmp_path, monkeypatch):
     cams = known_cameras()[:2]
     root = write_scene(tmp_path / "long", cams, n_frames=1)

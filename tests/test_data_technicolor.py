@@ -254,6 +254,15 @@ def test_bad_calibration(scene_dir, text, match):
     raises(scene_dir, match)
 
 
+def test_frame_stride_keeps_every_nth_found_frame(base):
+    scene = load_scene("technicolor:" + str(base), frame_stride=2)  # found frames 1..5: 1, 3, 5
+    assert scene.num_frames == 3 and scene.data.meta["frame_numbers"] == [1, 5]
+    assert sorted({f.key.split("/")[1] for f in scene.test}) == ["000001", "000003", "000005"]
+    f = next(f for f in scene.test if f.key.endswith("000003"))
+    assert f.camera.time == pytest.approx(1 / 3)
+    assert np.array_equal((scene.image(f).numpy() * 255).round().astype(np.uint8), pixels(10, 3))
+
+
 def test_frame_range_out_of_range(base):
     msg = raises(base, "frame range 0:9 is outside the 5 frames", frame_range=(0, 9))
     assert str(base) in msg

@@ -19,7 +19,6 @@ from pathlib import Path
 from moegs_bench.data.scene import DatasetError, Frame, PointCloud, Scene, SceneData
 from moegs_bench.data.images import ImageSource
 from moegs_bench.data.files import folder_problem
-from moegs_bench.errors import InputError
 
 #: format name -> module (imported when used)
 FORMATS: dict[str, str] = {
@@ -76,8 +75,6 @@ def load_scene(
     protocol's (N3V: 2); ``frame_range`` is ``(start, end)`` within the sequence (default: the
     protocol's frames), of which every ``frame_stride``-th is used; ``test_cameras`` replace the
     dataset's test split (needed where it has none, e.g. a capture without ``test_meta.json``)."""
-    if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
-        raise InputError(f"frame_stride: expected an int >= 1, got {frame_stride!r}")
     text = str(spec)
     fmt, _, rest = text.partition(":")
     if rest and fmt in FORMATS:

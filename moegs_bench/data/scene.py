@@ -280,7 +280,7 @@ def select_frames(n_total: int, frame_range: Sequence[int] | None, where: Path, 
     """The frames ``[start, end)`` of a sequence of ``n_total`` (all without a range), every
     ``stride``-th; a clear error when out of range."""
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise InputError(f"frame stride: expected an int >= 1, got {stride!r}")
+        raise InputError(f"frame_stride: expected an int >= 1, got {stride!r}")
     if frame_range is None:
         return range(0, n_total, stride)
     start, end = int(frame_range[0]), int(frame_range[1])

@@ -147,7 +147,7 @@ def load(root: Path, *, frame_range=None, frame_stride: int = 1) -> SceneData:
             f"{root}: frames {_fmt_numbers(gaps)} are missing for every camera between {numbers[0]} and "
             f"{numbers[-1]}; expected consecutive frames"
         )
-    numbers = numbers[::frame_stride]
+    numbers = [numbers[i] for i in select_frames(len(numbers), None, root, frame_stride)]
     for cam in range(n_cams):
         lacking = [n for n in numbers if n not in files[cam]]
         if lacking:
