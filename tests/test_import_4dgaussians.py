@@ -26,7 +26,7 @@ from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.fourdgaussians import _time_scale
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, max_errors, write_scene
 
 FIXTURE = FIXTURES / "4dgaussians"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -51,10 +51,7 @@ def _errors(expert, expected: dict[str, np.ndarray], i: int) -> dict[str, float]
     t = int(expected["frames"][i]) / META["scene"]["num_frames"]
     assert abs(t - float(expected["times"][i])) < 1e-7  # upstream's time of that frame is ours
     with torch.no_grad():
-        g = expert.gaussians_at(t)
-        got = {"means": g.means, "scales": g.scales, "rotations": torch.nn.functional.normalize(g.quats, dim=1),
-               "opacities": g.opacities, "colors": g.colors}
-    return {k: float(np.abs(v.detach().numpy() - expected[k][i]).max()) for k, v in got.items()}
+        return max_errors(expert.gaussians_at(t), expected, i)
 
 
 def _assert_matches(expert, name: str) -> None:

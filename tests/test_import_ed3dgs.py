@@ -22,7 +22,7 @@ from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, max_errors, write_scene
 
 FIXTURE = FIXTURES / "e-d3dgs"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -55,10 +55,7 @@ def _max_errors(expert: ED3DGS, scene, expected: dict[str, np.ndarray]) -> list[
         whens = [views[(frame, cam)]] + ([frame / scene.num_frames] if cam in test_ids else [])
         for when in whens:
             with torch.no_grad():
-                g = expert.gaussians_at(when)
-            got = {"means": g.means, "scales": g.scales, "rotations": torch.nn.functional.normalize(g.quats, dim=1),
-                   "opacities": g.opacities, "colors": g.colors}
-            out.append({k: float((v.detach() - torch.from_numpy(expected[k][i])).abs().max()) for k, v in got.items()})
+                out.append(max_errors(expert.gaussians_at(when), expected, i))
     return out
 
 

@@ -22,7 +22,7 @@ from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
 from moegs_bench.render.sh import sh_to_rgb
 from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, write_scene
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, fixture_quantities, write_scene
 
 FIXTURE = FIXTURES / "stg"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -48,8 +48,7 @@ def _errors(expert, frame_index: int, rows: np.ndarray | None = None) -> dict[st
     with torch.no_grad():
         g = expert.gaussians_at(frame / META["scene"]["num_frames"])
         rgb = sh_to_rgb(g.sh_degree, g.colors, torch.tensor([[0.0, 0.0, 1.0]]))  # degree 0: any direction
-        got = {"means": g.means, "scales": g.scales, "rotations": torch.nn.functional.normalize(g.quats, dim=1),
-               "opacities": g.opacities, "colors": rgb}
+        got = fixture_quantities(g, colors=rgb)
     want_rows = vis[rows]
     errors = {k: float(np.abs(v.numpy()[want_rows] - EXPECTED[k][i][rows][want_rows]).max(initial=0.0))
               for k, v in got.items()}

@@ -17,6 +17,19 @@ from moegs_bench.data.scene import Frame, PointCloud
 FIXTURES = Path(__file__).parent / "data" / "upstream"
 
 
+def fixture_quantities(g, colors: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """What the fixtures record of a GaussianState ``g``, as the fixture scripts write them: means,
+    scales, unit rotations, opacities and colours (``colors`` in place of ``g.colors``)."""
+    return {"means": g.means.detach(), "scales": g.scales.detach(),
+            "rotations": torch.nn.functional.normalize(g.quats.detach(), dim=1), "opacities": g.opacities.detach(),
+            "colors": (g.colors if colors is None else colors).detach()}
+
+
+def max_errors(g, expected: dict[str, np.ndarray], i: int) -> dict[str, float]:
+    """The largest absolute difference of each fixture quantity of ``g`` from row ``i`` of ``expected``."""
+    return {k: float(np.abs(v.numpy() - expected[k][i]).max()) for k, v in fixture_quantities(g).items()}
+
+
 def write_scene(root: Path, num_frames: int, train_ids: tuple[int, ...], test_ids: tuple[int, ...] = (),
                 *, width: int = 24, height: int = 18, seed: int = 0) -> str:
     """A ``panoptic:`` scene at ``root`` with ``num_frames`` frames, the cameras ``train_ids`` and
