@@ -19,14 +19,13 @@ import pytest
 import torch
 
 from moegs_bench.adapters.base import SceneInit
-from moegs_bench.app.finished import load_expert_run
 from moegs_bench.data import open_scene
 from moegs_bench.experts.fourdgs import FourDGaussians, FourDGSConfig
 from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.fourdgaussians import _time_scale
-from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, max_errors, write_scene
+from test_cli import assert_one_line_error
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, import_and_load, max_errors, run_import, write_scene
 
 FIXTURE = FIXTURES / "4dgaussians"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -65,11 +64,7 @@ def _assert_matches(expert, name: str) -> None:
 def test_imported_model_matches_upstream(tmp_path, scene_spec):
     spec, cache = scene_spec
     out = tmp_path / "out"
-    proc = cli_here("import", "4dgaussians", str(FIXTURE / "model"), "--scene", spec, "--out", str(out),
-               "--cache", str(cache), "--lpips", "none")
-    assert proc.returncode == 0, proc.stderr
-    scene, scene_id = open_scene(spec, cache_dir=cache)
-    expert = load_expert_run(FourDGaussians, scene, out, scene_id)  # as run --expert-run reads it
+    expert, _ = import_and_load("4dgaussians", FourDGaussians, FIXTURE / "model", spec, out, cache)
     assert expert.num_gaussians == META["gaussians"]["fine"] and expert.max_sh_degree == 3
     _assert_matches(expert, "expected.npz")
     e = np.load(FIXTURE / "expected.npz")
@@ -129,9 +124,7 @@ def test_bad_folders_are_refused_by_the_cli(tmp_path, scene_spec, case):
     else:
         edit_cfg_args(model / "cfg_args", apply_rotation=True)
         needles = ("apply_rotation=True", "not supported")
-    proc = cli_here("import", "4dgaussians", str(model), "--scene", spec, "--out", str(out), "--cache", str(cache),
-               "--lpips", "none")
-    assert_one_line_error(proc, *needles)
+    assert_one_line_error(run_import("4dgaussians", model, spec, out, cache), *needles)
     assert not out.exists()
 
 

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from moegs_bench.app.finished import load_expert_run
 from moegs_bench.data import open_scene
 from moegs_bench.experts.ed3dgs import ED3DGS
 from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
-from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, max_errors, write_scene
+from test_cli import assert_one_line_error
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, import_and_load, run_import, max_errors, write_scene
 
 FIXTURE = FIXTURES / "e-d3dgs"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -38,11 +37,6 @@ def _write(root: Path, *, num_frames: int | None = None, train_ids: tuple[int, .
 @pytest.fixture(scope="module")
 def scene_spec(tmp_path_factory) -> str:
     return _write(tmp_path_factory.mktemp("ed3dgs") / "scene")
-
-
-def _import(model: Path, spec: str, out: Path, tmp_path: Path):
-    return cli_here("import", "e-d3dgs", str(model), "--scene", spec, "--out", str(out), "--cache",
-               str(tmp_path / "cache"), "--lpips", "none")
 
 
 def _max_errors(expert: ED3DGS, scene, expected: dict[str, np.ndarray]) -> list[dict[str, float]]:
@@ -61,10 +55,7 @@ def _max_errors(expert: ED3DGS, scene, expected: dict[str, np.ndarray]) -> list[
 
 def test_imported_model_matches_upstream(tmp_path, scene_spec):
     out = tmp_path / "out"
-    proc = _import(FIXTURE / "model", scene_spec, out, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    scene, scene_id = open_scene(scene_spec, cache_dir=tmp_path / "cache")
-    expert = load_expert_run(ED3DGS, scene, out, scene_id)  # as run --expert-run reads it
+    expert, scene = import_and_load("e-d3dgs", ED3DGS, FIXTURE / "model", scene_spec, out, tmp_path / "cache")
     c = expert.config
     assert (c.eval_step, c.temporal_padding, c.bare_time_offset, expert.max_sh_degree) == (700, "reflection", True, 3)
     expected = dict(np.load(FIXTURE / "expected.npz"))
@@ -115,7 +106,7 @@ def test_refused_imports_write_nothing(tmp_path, scene_spec, case):
         needles = ("no_fine_deform=True", "not supported")
     else:  # technicolor's time is frame / 50
         spec, needles = _write(tmp_path / "scene", num_frames=40), ("40 frames", "technicolor", "frame / 50")
-    assert_one_line_error(_import(model, spec, out, tmp_path), *needles)
+    assert_one_line_error(run_import("e-d3dgs", model, spec, out, tmp_path / "cache"), *needles)
     assert not out.exists()
 
 

@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from moegs_bench.app.finished import load_expert_run
 from moegs_bench.data import open_scene
 from moegs_bench.experts.ex4dgs import Ex4DGS, temporal_window, temporal_window_upstream
 from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
-from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, max_errors, write_scene
+from test_cli import assert_one_line_error
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, import_and_load, run_import, max_errors, write_scene
 
 FIXTURE = FIXTURES / "ex4dgs"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -47,11 +46,6 @@ def scene(scene_spec, tmp_path_factory):
     return open_scene(scene_spec, cache_dir=tmp_path_factory.mktemp("cache"))[0]
 
 
-def _import(model: Path, spec: str, out: Path, tmp_path: Path):
-    return cli_here("import", "ex4dgs", str(model), "--scene", spec, "--out", str(out), "--cache",
-               str(tmp_path / "cache"), "--lpips", "none")
-
-
 def _max_errors(expert: Ex4DGS, num_frames: int) -> list[dict[str, float]]:
     expected = np.load(FIXTURE / "expected.npz")
     out = []
@@ -63,10 +57,7 @@ def _max_errors(expert: Ex4DGS, num_frames: int) -> list[dict[str, float]]:
 
 def test_imported_model_matches_upstream(tmp_path, scene_spec):
     out = tmp_path / "out"
-    proc = _import(FIXTURE / "model", scene_spec, out, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    scene, scene_id = open_scene(scene_spec, cache_dir=tmp_path / "cache")
-    expert = load_expert_run(Ex4DGS, scene, out, scene_id)  # as run --expert-run reads it
+    expert, scene = import_and_load("ex4dgs", Ex4DGS, FIXTURE / "model", scene_spec, out, tmp_path / "cache")
     c, model = expert.config, META["model"]
     assert (c.num_keyframes, c.drift_frames, c.window, c.interval, c.time_pad, expert.max_sh_degree) == \
         (model["keyframes"], model["duration"], "upstream", 5, 3, 3)
@@ -137,7 +128,7 @@ def test_refused_imports_write_nothing(tmp_path, scene_spec, case):
         needles = ("interp_type='pchip'", "not supported")
     else:
         spec, needles = _write(tmp_path / "scene", num_frames=24), ("24 frames", "20", "duration")
-    assert_one_line_error(_import(model, spec, out, tmp_path), *needles)
+    assert_one_line_error(run_import("ex4dgs", model, spec, out, tmp_path / "cache"), *needles)
     assert not out.exists()
 
 

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from moegs_bench.app.finished import load_expert_run
 from moegs_bench.data import open_scene
 from moegs_bench.experts.stg import SpacetimeGaussians
 from moegs_bench.interop import get_importer
 from moegs_bench.interop.base import UpstreamError
 from moegs_bench.interop.ply import read_ply, write_ply
 from moegs_bench.render.sh import sh_to_rgb
-from test_cli import assert_one_line_error, cli_here
-from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, fixture_quantities, write_scene
+from test_cli import assert_one_line_error
+from upstream_cases import FIXTURES, copy_fixture, edit_cfg_args, import_and_load, run_import, fixture_quantities, write_scene
 
 FIXTURE = FIXTURES / "stg"
 META = json.loads((FIXTURE / "meta.json").read_text())
@@ -33,11 +32,6 @@ TOL = 1e-5
 def _scene(root: Path, *, num_frames: int | None = None, train_ids: tuple[int, ...] | None = None) -> str:
     s = META["scene"]
     return write_scene(root, num_frames or s["num_frames"], train_ids or tuple(s["train_ids"]), tuple(s["test_ids"]))
-
-
-def _import(model: Path, spec: str, out: Path, tmp_path: Path):
-    return cli_here("import", "stg", str(model), "--scene", spec, "--out", str(out), "--cache", str(tmp_path / "cache"),
-               "--lpips", "none")
 
 
 def _errors(expert, frame_index: int, rows: np.ndarray | None = None) -> dict[str, float]:
@@ -58,10 +52,7 @@ def _errors(expert, frame_index: int, rows: np.ndarray | None = None) -> dict[st
 
 def test_imported_segments_match_upstream(tmp_path):
     spec, out = _scene(tmp_path / "scene"), tmp_path / "out"
-    proc = _import(FIXTURE / "model", spec, out, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    scene, scene_id = open_scene(spec, cache_dir=tmp_path / "cache")
-    expert = load_expert_run(SpacetimeGaussians, scene, out, scene_id)
+    expert, _ = import_and_load("stg", SpacetimeGaussians, FIXTURE / "model", spec, out, tmp_path / "cache")
     assert expert.config.time_windows and expert.max_sh_degree == 0
     assert expert.num_gaussians == sum(s["num_gaussians"] for s in META["segments"])
     assert set(EXPECTED["visible"]) == {0, 1}  # frames of both segments are compared
@@ -131,13 +122,14 @@ def _break(model: Path, case: str) -> tuple[str, ...]:
 def test_the_cli_refuses_bad_upstream_folders(tmp_path, case):
     spec, out, model = _scene(tmp_path / "scene"), tmp_path / "out", copy_fixture("stg", tmp_path)
     needles = _break(model, case)
-    assert_one_line_error(_import(model, spec, out, tmp_path), *needles)
+    assert_one_line_error(run_import("stg", model, spec, out, tmp_path / "cache"), *needles)
     assert not out.exists()
 
 
 def test_the_cli_refuses_a_scene_that_disagrees(tmp_path):
     spec, out = _scene(tmp_path / "scene", num_frames=15), tmp_path / "out"  # colmap_10 holds frames 10..19
-    assert_one_line_error(_import(FIXTURE / "model", spec, out, tmp_path), "frames 10..19", "15 frames")
+    assert_one_line_error(run_import("stg", FIXTURE / "model", spec, out, tmp_path / "cache"), "frames 10..19",
+                          "15 frames")
     assert not out.exists()
 
 

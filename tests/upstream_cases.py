@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,26 @@ from moegs_bench.data import panoptic
 from moegs_bench.data.scene import Frame, PointCloud
 
 FIXTURES = Path(__file__).parent / "data" / "upstream"
+
+
+def run_import(fmt: str, model: Path, spec: str, out: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """``moegs-bench import FMT MODEL --scene SPEC --out OUT --cache CACHE --lpips none`` (in process)."""
+    from test_cli import cli_here
+
+    return cli_here("import", fmt, str(model), "--scene", spec, "--out", str(out), "--cache", str(cache),
+                    "--lpips", "none")
+
+
+def import_and_load(fmt: str, expert_cls: type, model: Path, spec: str, out: Path, cache: Path):
+    """Import ``model`` (it must succeed) and load the folder as ``run --expert-run`` reads it:
+    ``(expert, scene)``."""
+    from moegs_bench.app.finished import load_expert_run
+    from moegs_bench.data import open_scene
+
+    proc = run_import(fmt, model, spec, out, cache)
+    assert proc.returncode == 0, proc.stderr
+    scene, scene_id = open_scene(spec, cache_dir=cache)
+    return load_expert_run(expert_cls, scene, out, scene_id), scene
 
 
 def fixture_quantities(g, colors: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
