@@ -356,6 +356,22 @@ def test_upstream_foreground_masks_are_the_test_views_regions(hand):
     assert torch.equal(half.regions(next(f for f in half.test if f.key == first.key)), expected)
 
 
+def test_foreground_masks_of_a_camera_held_out_with_test_cameras(hand):
+    """A training camera's seg/ masks are region masks too, so the camera held out with
+    --test-cameras is scored per region; the masks are part of the dataset's state."""
+    c = TRAIN_IDS[1]
+    before = load_scene(hand).state.digest
+    (hand / "seg" / str(c)).mkdir(parents=True)
+    fg = np.zeros((H, W), dtype=np.uint8)
+    fg[H // 3:, W // 4:] = 1
+    Image.fromarray(fg).save(hand / "seg" / str(c) / "000001.png")
+    scene = load_scene(hand, test_cameras=[c])
+    assert scene.region_labels == ("background", "foreground") and scene.state.digest != before
+    by_key = {f.key: f for f in scene.test}
+    assert torch.equal(scene.regions(by_key[f"cam{c:02d}/000001"]), torch.from_numpy(fg.astype(np.int64)))
+    assert scene.regions(by_key[f"cam{c:02d}/000000"]) is None  # (no mask for that timestep)
+
+
 def test_capture_without_test_meta_holds_out_the_cameras_asked_for(hand, tmp_path):
     """People's own captures have no test_meta.json: every camera trains until --test-cameras
     holds some out; run and train-expert refuse a scene without test views, naming the key."""

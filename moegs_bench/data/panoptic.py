@@ -8,8 +8,9 @@ Layout (JonathonLuiten/Dynamic3DGaussians, ``data/<sequence>/``)::
                       is chosen with ``--test-cameras``)
     ims/<cam>/<frame>.jpg
     init_pt_cld.npz   optional: "data" [P, 7] = x, y, z, r, g, b (in [0, 1]), seg (1 = foreground)
-    seg/              optional foreground masks (<fn as .png>, 0/1): the test views' ones are read as
-                      region masks "background" / "foreground" (moegs_bench.data.regions)
+    seg/              optional foreground masks (<fn as .png>, 0/1), read as region masks
+                      "background" / "foreground" (moegs_bench.data.regions); evaluation reads
+                      those of the test views, whichever cameras --test-cameras holds out
     scene.json        optional, our extension: {"name": str, "background": [r, g, b]}
 
 Conventions (checked against upstream ``train.py`` / ``helpers.setup_camera``):
@@ -118,9 +119,9 @@ def load(root: Path, *, frame_range: Sequence[int] | None = None, frame_stride: 
         regions = read_regions(root)
     except RegionsError as e:
         raise DatasetError(str(e)) from None
-    if regions is None:  # upstream's foreground masks, seg/<fn as .png>, for the test views that have one
-        seg = {f.key: root / "seg" / Path(fns[f.key]).with_suffix(".png") for f in frames
-               if f.camera.camera_id in test.cam_ids}
+    if regions is None:  # upstream's foreground masks, seg/<fn as .png>, of every view that has one: the
+        # test split may be chosen later (--test-cameras), and evaluation reads only the test views'
+        seg = {f.key: root / "seg" / Path(fns[f.key]).with_suffix(".png") for f in frames}
         seg = {k: v for k, v in seg.items() if v.is_file()}
         regions = RegionMasks(FOREGROUND, seg, binary=True) if seg else None
     region_files = ([] if regions is None else regions.files() if regions.binary
