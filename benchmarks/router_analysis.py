@@ -18,6 +18,12 @@ PSNR, as the records' metrics are):
   squared colour errors, summed over RGB, differ by more than ``--margin``), and ``agree``: how often
   the router's argmax is the oracle's expert there (1/K is chance); ``agreeW``: the same, each pixel
   weighted by that error gap (the pixels where a wrong choice costs more count more);
+- ``orc4``, ``orc16``, ``orcV``: the oracle restricted to one expert per 4x4 block, per 16x16 block
+  and per whole view (each block takes the expert with the least squared error over it, using the
+  ground truth): how much of the oracle's lead lies in choices finer than anything smooth can make;
+- ``rho``: the correlation of the experts' errors (``I_k - gt`` per pixel and channel, pooled over
+  the test views, the mean over expert pairs): averaging K experts of equal error variance and
+  correlation rho leaves ``(1 + (K - 1) rho) / K`` of their mean squared error;
 - ``tr_*``: ``avg``, ``mix`` and ``agree`` on the training views (every ``--train-views``-th), which
   the router was trained on: whether it can learn the assignment at all, or learns it and fails to
   carry it to the test camera.
@@ -63,6 +69,40 @@ def global_fit(run: FinishedRun, every: int) -> torch.Tensor:
     return torch.linalg.solve(kkt, rhs)[:k].float()
 
 
+def block_oracle_image(images: torch.Tensor, gt: torch.Tensor, block: int) -> torch.Tensor:
+    """``[K, H, W, 3]`` clamped expert renders and the ground truth ``[H, W, 3]`` -> the image that
+    takes, in every ``block`` x ``block`` tile (the last row and column of tiles may be cut by the
+    border), the one expert with the least squared error summed over the tile ``[H, W, 3]``."""
+    k, h, w, _ = images.shape
+    err = (images - gt).square().sum(dim=-1)  # [K, H, W]
+    tiles = torch.nn.functional.avg_pool2d(err[None], block, ceil_mode=True)[0]  # [K, h', w']
+    best = tiles.argmin(dim=0).repeat_interleave(block, 0).repeat_interleave(block, 1)[:h, :w]  # [H, W]
+    return images.gather(0, best[None, :, :, None].expand(1, h, w, 3))[0]
+
+
+class ErrorCorrelation:
+    """The mean over expert pairs of the Pearson correlation of their errors, pooled over views."""
+
+    def __init__(self, k: int) -> None:
+        self.n = 0
+        self.sums = torch.zeros(k, dtype=torch.float64)  # [K]
+        self.products = torch.zeros(k, k, dtype=torch.float64)  # [K, K]
+
+    def add(self, images: torch.Tensor, gt: torch.Tensor) -> None:
+        r = (images - gt).reshape(images.shape[0], -1).double()  # [K, P]
+        self.n += r.shape[1]
+        self.sums += r.sum(1)
+        self.products += r @ r.T
+
+    def value(self) -> float:
+        mean = self.sums / self.n
+        cov = self.products / self.n - torch.outer(mean, mean)  # [K, K]
+        std = cov.diagonal().clamp_min(1e-30).sqrt()
+        corr = cov / torch.outer(std, std)
+        k = len(mean)
+        return float((corr.sum() - corr.diagonal().sum()) / (k * (k - 1)))
+
+
 @torch.no_grad()
 def analyse(run: FinishedRun, fit_every: int, margin: float, train_every: int) -> dict[str, float | str]:
     weights = global_fit(run, fit_every)
@@ -78,7 +118,9 @@ def _views(run: FinishedRun, frames, weights: torch.Tensor, margin: float) -> di
     router, k = mixture.router, len(mixture.expert_ids)
     softmax = not isinstance(router, VolumeRouter)  # (the volume router's gates have no temperature)
     t = mixture.temperature
-    rows: dict[str, list[float]] = {n: [] for n in ("avg", "mix", "fit", "hard", "T/10", "T*10", "oracle")}
+    rows: dict[str, list[float]] = {n: [] for n in ("avg", "mix", "fit", "hard", "T/10", "T*10", "oracle", "orc4",
+                                                     "orc16", "orcV")}
+    correlation = ErrorCorrelation(k)
     max_gate = decisive = agree = pixels = gap_all = gap_agree = 0.0
     for frame in frames:
         multi = mixture.render_experts(frame.camera, scene.background)
@@ -88,7 +130,10 @@ def _views(run: FinishedRun, frames, weights: torch.Tensor, margin: float) -> di
         hard = torch.nn.functional.one_hot(gates.argmax(0), k).permute(2, 0, 1).to(gates)  # [K, H, W]
         images = {"avg": average_image(multi.images), "mix": multi.blend(gates, scene.background),
                   "fit": torch.einsum("k,khwc->hwc", weights, multi.images),
-                  "hard": multi.blend(hard, scene.background), "oracle": oracle_image(own, gt)}
+                  "hard": multi.blend(hard, scene.background), "oracle": oracle_image(own, gt),
+                  "orc4": block_oracle_image(own, gt, 4), "orc16": block_oracle_image(own, gt, 16),
+                  "orcV": block_oracle_image(own, gt, max(gt.shape[:2]))}
+        correlation.add(own, gt)
         if softmax:
             images["T/10"] = multi.blend(router.gates(multi.router_maps, frame.camera, t / 10), scene.background)
             images["T*10"] = multi.blend(router.gates(multi.router_maps, frame.camera, t * 10), scene.background)
@@ -106,7 +151,7 @@ def _views(run: FinishedRun, frames, weights: torch.Tensor, margin: float) -> di
         gap_agree += float(gap[split & right].sum())
         pixels += gt.shape[0] * gt.shape[1]
     out: dict[str, float | str] = {n: sum(v) / len(v) if v else math.nan for n, v in rows.items()}
-    out.update(maxG=max_gate / pixels, dec=decisive / pixels, agree=agree / max(decisive, 1.0),
+    out.update(maxG=max_gate / pixels, dec=decisive / pixels, agree=agree / max(decisive, 1.0), rho=correlation.value(),
                agreeW=gap_agree / gap_all if gap_all else math.nan)
     return out
 
@@ -126,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.runs:
         run = open_finished_run(folder, registry=registry, cache_dir=args.cache)
         results.append((run, analyse(run, args.fit_views, args.margin, args.train_views)))
-    cols = ("avg", "fit", "mix", "hard", "T/10", "T*10", "oracle", "maxG", "dec", "agree", "agreeW", "tr_avg",
-            "tr_mix", "tr_agree")
-    ratios = ("maxG", "dec", "agree", "agreeW", "tr_agree")
+    cols = ("avg", "fit", "mix", "hard", "T/10", "T*10", "oracle", "orc4", "orc16", "orcV", "rho", "maxG", "dec",
+            "agree", "agreeW", "tr_avg", "tr_mix", "tr_agree")
+    ratios = ("rho", "maxG", "dec", "agree", "agreeW", "tr_agree")
     print(" ".join(["run", *cols, "fit_weights"]))
     for run, r in results:
         cells = [f"{r[c]:.3f}" if c in ratios else f"{r[c]:.2f}" for c in cols]

@@ -101,11 +101,7 @@ def test_router_analysis_benchmark_on_a_finished_run(finished):
     assert float(cells["mix"]) == pytest.approx(record["metrics"]["psnr"], abs=0.006)
     assert 0.5 <= float(cells["maxG"]) <= 1.0 and 0 <= float(cells["agree"]) <= 1
 
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        from router_analysis import global_fit
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
+    global_fit = _router_analysis().global_fit
     opened = open_finished_run(run, registry=Registry.discover(), cache_dir=cache)
     w = global_fit(opened, 3)  # [2]
     assert float(w.sum()) == pytest.approx(1.0, abs=1e-5)
@@ -121,3 +117,53 @@ def test_router_analysis_benchmark_on_a_finished_run(finished):
 
     grid = min(loss(a) for a in torch.linspace(-0.5, 1.5, 201).tolist())
     assert loss(float(w[0])) <= grid + 1e-6 * grid
+
+
+def _router_analysis():
+    """benchmarks/router_analysis.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "router_analysis.py"
+    spec = importlib.util.spec_from_file_location("router_analysis", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_block_oracles_by_brute_force():
+    """One expert per tile, the one with the least squared error over the tile (tiles cut by the
+    border included); tile 1 is the per-pixel oracle, a tile as large as the view the best expert."""
+    block_oracle_image = _router_analysis().block_oracle_image
+    g = torch.Generator().manual_seed(3)
+    images, gt = torch.rand(3, 7, 10, 3, generator=g), torch.rand(7, 10, 3, generator=g)
+    assert torch.equal(block_oracle_image(images, gt, 1), oracle_image(images, gt))
+    sse = [float((im - gt).square().sum()) for im in images]
+    assert torch.equal(block_oracle_image(images, gt, 10), images[int(np.argmin(sse))])
+    im, ref = images.numpy().astype(np.float64), gt.numpy().astype(np.float64)
+    expected = np.empty_like(ref)
+    for y in range(0, 7, 3):
+        for x in range(0, 10, 3):
+            err = [((im[k, y:y + 3, x:x + 3] - ref[y:y + 3, x:x + 3]) ** 2).sum() for k in range(3)]
+            expected[y:y + 3, x:x + 3] = im[int(np.argmin(err)), y:y + 3, x:x + 3]
+    assert np.array_equal(block_oracle_image(images, gt, 3).numpy(), expected.astype(np.float32))
+
+
+def test_error_correlation_against_numpy():
+    """The mean off-diagonal Pearson correlation of the experts' errors, pooled over two views,
+    equals numpy's corrcoef; errors that are copies correlate 1, opposite ones -1."""
+    correlation = _router_analysis().ErrorCorrelation
+    g = torch.Generator().manual_seed(4)
+    views = [(torch.rand(3, 5, 6, 3, generator=g), torch.rand(5, 6, 3, generator=g)) for _ in range(2)]
+    c = correlation(3)
+    for images, gt in views:
+        c.add(images, gt)
+    r = np.concatenate([(im - gt).reshape(3, -1).double().numpy() for im, gt in views], axis=1)
+    corr = np.corrcoef(r)
+    assert c.value() == pytest.approx((corr.sum() - np.trace(corr)) / 6, abs=1e-9)
+    gt = torch.rand(4, 4, 3, generator=g)
+    noise = torch.rand(4, 4, 3, generator=g) - 0.5
+    same, opposite = correlation(2), correlation(2)
+    same.add(torch.stack([gt + noise, gt + 2 * noise]), gt)
+    opposite.add(torch.stack([gt + noise, gt - noise]), gt)
+    assert same.value() == pytest.approx(1.0, abs=1e-6) and opposite.value() == pytest.approx(-1.0, abs=1e-6)
