@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     registry = Registry.discover()
     print(f"# router analysis: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; test PSNR in dB (means over the test views)")
+    names = [folder.name for folder in args.runs]
+    if len(set(names)) < len(names):  # (a sweep's points all name their run folder "run")
+        names = [str(folder) for folder in args.runs]
     results = []
     for folder in args.runs:
         run = open_finished_run(folder, registry=registry, cache_dir=args.cache)
@@ -175,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             "agree", "agreeW", "tr_avg", "tr_mix", "tr_agree")
     ratios = ("rho", "maxG", "dec", "agree", "agreeW", "tr_agree")
     print(" ".join(["run", *cols, "fit_weights"]))
-    for run, r in results:
+    for name, (run, r) in zip(names, results):
         cells = [f"{r[c]:.3f}" if c in ratios else f"{r[c]:.2f}" for c in cols]
-        print(" ".join([run.folder.name, *[c.replace("nan", "n/a") for c in cells], r["weights"]]))
+        print(" ".join([name, *[c.replace("nan", "n/a") for c in cells], r["weights"]]))
     print("\n" + " ".join(["run", "experts", "variant", "T_train", "T_test", "steps", "finetune"]))
-    for run, _ in results:
+    for name, (run, _) in zip(names, results):
         c = run.config.router
-        print(" ".join([run.folder.name, "+".join(run.mixture.expert_ids), c.variant, f"{c.temperature:g}",
+        print(" ".join([name, "+".join(run.mixture.expert_ids), c.variant, f"{c.temperature:g}",
                         f"{run.mixture.config.test_temperature:g}", str(c.iterations),
                         "yes" if c.finetune_experts else "no"]))
     return 0
