@@ -12,7 +12,7 @@ import torch
 from moegs_bench.adapters.registry import Registry
 from moegs_bench.app.finished import open_finished_run
 from moegs_bench.metrics import psnr
-from moegs_bench.router.baselines import average_image, ensemble_baselines, oracle_image
+from moegs_bench.router.baselines import EnsembleBaselines, Score, average_image, ensemble_baselines, oracle_image
 from moegs_bench.training.trainer import render_expert
 
 
@@ -30,6 +30,46 @@ def test_oracle_and_average_by_brute_force():
     over[1] = 1.5  # the blend is clamped as the mixture's is: (0.9 + 1.5) / 2 -> 1
     assert torch.equal(average_image(over), torch.ones(2, 2, 3))
     assert torch.allclose(average_image(images), images.mean(0))
+
+
+def test_fine_tuned_experts_are_compared_with_the_best_expert_as_trained_alone():
+    """By hand: with fine-tuned experts the average and the oracle are theirs, the best expert the
+    best as trained alone (a fine-tuned expert scores less on its own: the weaker baseline)."""
+    tuned = {"a": Score(20.0, 0.70, 0.20), "b": Score(21.0, 0.72, 0.18)}
+    base = EnsembleBaselines(tuned, average=Score(22.0, 0.75, 0.15), oracle=Score(24.0, 0.80, 0.10))
+    plain = base.record(23.0)
+    assert plain["best_expert"] == {"name": "b", "psnr": 21.0, "ssim": 0.72, "lpips": 0.18}
+    assert plain["mixture_gain_over_best_expert_db"] == 2.0 and "finetuned_experts" not in plain
+    alone = {"a": Score(21.5, 0.74, 0.17), "b": Score(21.25, 0.73, 0.16)}
+    rec = base.record(23.0, trained_alone=alone)
+    assert rec["best_expert"] == {"name": "a", "psnr": 21.5, "ssim": 0.74, "lpips": 0.17}
+    assert rec["mixture_gain_over_best_expert_db"] == 1.5
+    assert rec["finetuned_experts"] == {"a": {"psnr": 20.0, "ssim": 0.70, "lpips": 0.20},
+                                        "b": {"psnr": 21.0, "ssim": 0.72, "lpips": 0.18}}
+    assert rec["router_gain_over_average_db"] == 1.0 and rec["gap_closed"] == 0.5  # (the tuned experts' average)
+
+
+def test_a_fine_tuned_run_records_its_best_expert_as_trained_alone(finished, tmp_path):
+    """End to end: --finetune-experts on the fixture's cached experts; the record's best expert is
+    the run's own expert record, the fine-tuned experts' scores are those of their renders (the
+    per-view rows), and the summary says which experts the average blends."""
+    from test_cli import cli
+
+    scene, _, cache = finished
+    proc = cli("run", "--experts", "static,stg", "--expert-iterations", "10", "--router-iterations", "20",
+               "--finetune-experts", "--scene", str(scene), "--out", str(tmp_path), "--name", "ft", "--cache",
+               str(cache), "--no-progress", "--lpips", "none", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "experts after fine-tuning with the router: static" in " ".join(proc.stdout.split())
+    results = tmp_path / "ft" / "results"
+    base = json.loads((results / "mixture.json").read_text())["extra"]["baselines"]
+    alone = {e: json.loads((results / f"{e}.json").read_text())["metrics"]["psnr"] for e in ("static", "stg")}
+    best = max(alone, key=alone.get)
+    assert base["best_expert"]["name"] == best and base["best_expert"]["psnr"] == alone[best]
+    for e in ("static", "stg"):
+        views = [row[f"{e}_psnr"] for row in base["per_view"]]
+        assert base["finetuned_experts"][e]["psnr"] == pytest.approx(sum(views) / len(views), abs=1e-9)
+    assert any(abs(base["finetuned_experts"][e]["psnr"] - alone[e]) > 1e-4 for e in alone)  # (they did move)
 
 
 def test_a_finished_run_records_the_baselines_and_they_match_the_experts_own_renders(finished):

@@ -40,7 +40,7 @@ from moegs_bench.data.state import DatasetState
 from moegs_bench.io import atomic_write
 from moegs_bench.metrics import LpipsMetric, storage_mb
 from moegs_bench.results import ResultRecord, collect_provenance, read_record, write_record
-from moegs_bench.router.baselines import ensemble_baselines
+from moegs_bench.router.baselines import Score, ensemble_baselines
 from moegs_bench.router.config import RouterConfig
 from moegs_bench.run_folder import MIXTURE_RUN, RunFolderError, read_identity, working_in
 from moegs_bench.training.checkpoint import CheckpointError
@@ -281,7 +281,10 @@ def _mixture(request: RunRequest, scene: Scene, out_dir: Path, experts: list[Exp
     log(f"evaluating the mixture on {len(scene.test)} test views")
     ev = evaluate(render, scene, out_dir=out_dir / "renders" / "test", lpips=lpips)
     log("evaluating the experts' uniform average and the per-pixel oracle")
-    baselines = ensemble_baselines(mixture, scene, lpips=lpips).record(ev.metrics.psnr)
+    alone = None  # (fine-tuned experts are compared with the best expert as trained on its own)
+    if request.router.finetune_experts:
+        alone = {r.name: Score(r.metrics.psnr, r.metrics.ssim, r.metrics.lpips) for r in records}
+    baselines = ensemble_baselines(mixture, scene, lpips=lpips).record(ev.metrics.psnr, trained_alone=alone)
     write_gate_maps(mixture, scene, out_dir / "gates")
     write_gate_video(mixture, scene, out_dir / "video" / "mixture_gates.mp4")
     (out_dir / "results").mkdir(exist_ok=True)

@@ -137,6 +137,11 @@ def print_baselines(console, base: dict, mixture_psnr: float) -> None:
     def lpips(entry: dict) -> str:  # (records before LPIPS reached the baselines have no key)
         return f", LPIPS {entry['lpips']:.4f}" if entry.get("lpips") is not None else ""
 
+    tuned = base.get("finetuned_experts")
+    if tuned:  # (the table's experts are as trained alone; the average and the oracle blend these)
+        console.print("experts after fine-tuning with the router: "
+                      + ", ".join(f"{eid} {score['psnr']:.2f} dB" for eid, score in tuned.items())
+                      + " (the average and the oracle below are theirs)")
     console.print(f"uniform average of the experts (no router): {avg:.2f} dB{lpips(base['uniform_average'])}; "
                   f"mixture - average: {mixture_psnr - avg:+.2f} dB (the router's gain)")
     console.print(f"per-pixel oracle (picks the expert closest to the ground truth: a bound, not a method): "
